@@ -1,0 +1,114 @@
+"""Domain events on the custom EventBridge bus: one pydantic model per type.
+
+Producers and tests use the same models. The ``detail-type`` is the class name.
+Events carry opaque ids only, never names, CURPs, diagnoses or note text.
+Publishing happens after the change is committed; a failure to publish is
+logged and does not undo the committed change.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from aws_lambda_powertools import Logger
+from botocore.exceptions import BotoCoreError, ClientError
+from pydantic import BaseModel, ConfigDict, Field
+
+from expediente import aws
+from expediente.settings import settings
+
+SOURCE = "expediente"
+logger = Logger(service="expediente")
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+class DomainEvent(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    tenant_id: str
+    occurred_at: str = Field(default_factory=_now)
+    request_id: str | None = None
+
+    @classmethod
+    def detail_type(cls) -> str:
+        """The EventBridge ``detail-type``: the class name."""
+        return cls.__name__
+
+
+class PatientRegistered(DomainEvent):
+    patient_id: str
+    has_curp: bool
+
+
+class PatientUpdated(DomainEvent):
+    patient_id: str
+    version: int
+
+
+class PatientMerged(DomainEvent):
+    source_patient_id: str
+    target_patient_id: str
+
+
+class OrderStatusChanged(DomainEvent):
+    order_id: str
+    patient_id: str
+    status: str
+    previous_status: str | None = None
+
+
+class CriticalResultDetected(DomainEvent):
+    observation_id: str
+    patient_id: str
+    code: str
+    interpretation: str
+
+
+class DicomInstanceIngested(DomainEvent):
+    study_uid: str
+    sop_instance_uid: str
+    patient_id: str
+    accession_number: str | None = None
+
+
+class DicomInstanceQuarantined(DomainEvent):
+    object_key: str
+    reason: str
+
+
+EVENT_TYPES: tuple[type[DomainEvent], ...] = (
+    PatientRegistered,
+    PatientUpdated,
+    PatientMerged,
+    OrderStatusChanged,
+    CriticalResultDetected,
+    DicomInstanceIngested,
+    DicomInstanceQuarantined,
+)
+
+
+def entry(event: DomainEvent) -> dict[str, str]:
+    """The ``PutEvents`` entry for ``event``."""
+    return {
+        "Source": SOURCE,
+        "DetailType": event.detail_type(),
+        "Detail": json.dumps(event.model_dump(mode="json")),
+        "EventBusName": settings().event_bus_name,
+    }
+
+
+def publish(*events: DomainEvent) -> bool:
+    """Put events on the bus; returns False (and logs) if any could not be delivered."""
+    if not events:
+        return True
+    try:
+        response = aws.client("events").put_events(Entries=[entry(e) for e in events])
+    except (BotoCoreError, ClientError) as exc:
+        logger.warning("event publish failed", extra={"error": aws.error_code(exc) or type(exc).__name__})
+        return False
+    failed = int(response.get("FailedEntryCount", 0))
+    if failed:
+        logger.warning("event publish partly failed", extra={"failed": failed})
+    return failed == 0

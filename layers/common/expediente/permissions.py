@@ -1,0 +1,80 @@
+"""Who may do what: one declarative table (role × resource type × interaction).
+
+This table is the single source of truth; handlers never test role names. The
+``patient`` role is further limited to its own compartment by the domain logic
+(:func:`expediente.context.RequestContext.require_own_patient`).
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Final
+
+
+class Role(StrEnum):
+    ADMIN = "admin"
+    PHYSICIAN = "physician"
+    NURSE = "nurse"
+    PHARMACIST = "pharmacist"
+    LAB = "lab"
+    RADIOLOGY = "radiology"
+    RECEPTION = "reception"
+    AUDITOR = "auditor"
+    PATIENT = "patient"
+
+
+class Interaction(StrEnum):
+    """FHIR RESTful interactions plus the operations Expediente exposes."""
+
+    READ = "read"
+    VREAD = "vread"
+    HISTORY = "history"
+    SEARCH = "search"
+    CREATE = "create"
+    UPDATE = "update"
+    DELETE = "delete"
+    MERGE = "$merge"
+
+
+_I = Interaction
+_READ_ONLY: Final = frozenset({_I.READ, _I.VREAD, _I.HISTORY, _I.SEARCH})
+_LOOKUP: Final = frozenset({_I.READ, _I.SEARCH})
+_MAINTAIN: Final = _READ_ONLY | {_I.CREATE, _I.UPDATE}
+_CLINICAL: Final = (Role.PHYSICIAN, Role.NURSE, Role.PHARMACIST, Role.LAB, Role.RADIOLOGY, Role.RECEPTION)
+
+# Nobody holds DELETE on clinical data: NOM-004 5.11 forbids erasures.
+PERMISSIONS: Final[dict[str, dict[Role, frozenset[Interaction]]]] = {
+    "Patient": {
+        Role.PHYSICIAN: _MAINTAIN,
+        Role.NURSE: _MAINTAIN,
+        Role.RECEPTION: _MAINTAIN,
+        Role.PHARMACIST: _READ_ONLY,
+        Role.LAB: _READ_ONLY,
+        Role.RADIOLOGY: _READ_ONLY,
+        # Record management: merging confirmed duplicates is an administrative act.
+        Role.ADMIN: _READ_ONLY | {_I.MERGE},
+        Role.PATIENT: frozenset({_I.READ, _I.VREAD, _I.HISTORY}),
+    },
+    "Organization": {
+        Role.ADMIN: _MAINTAIN,
+        **{role: _LOOKUP for role in (*_CLINICAL, Role.AUDITOR, Role.PATIENT)},
+    },
+    "Practitioner": {
+        Role.ADMIN: _MAINTAIN,
+        **{role: _LOOKUP for role in (*_CLINICAL, Role.AUDITOR)},
+    },
+    "User": {
+        Role.ADMIN: frozenset({_I.READ, _I.SEARCH, _I.CREATE, _I.UPDATE}),
+    },
+    "AuditEvent": {
+        Role.AUDITOR: _LOOKUP,
+        # NOM-024 traceability and LFPDPPP access rights: who looked at my record.
+        Role.PATIENT: frozenset({_I.SEARCH}),
+    },
+}
+
+
+def allowed(roles: frozenset[Role], resource_type: str, interaction: Interaction) -> bool:
+    """Whether any of ``roles`` may perform ``interaction`` on ``resource_type``."""
+    grants = PERMISSIONS.get(resource_type, {})
+    return any(interaction in grants.get(role, frozenset()) for role in roles)
