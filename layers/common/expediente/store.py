@@ -182,6 +182,12 @@ def transact(items: list[dict[str, Any]]) -> None:
         raise ServiceUnavailable("The record store is unavailable; nothing was changed") from exc
 
 
+def get_item(table: str, key: dict[str, Any]) -> dict[str, Any] | None:
+    """One item by its (plain-valued) key, read consistently; None when absent."""
+    item = _call("get_item", TableName=table, Key=aws.to_item(key), ConsistentRead=True).get("Item")
+    return None if item is None else aws.from_item(item)
+
+
 def query(**kwargs: Any) -> dict[str, Any]:
     """A DynamoDB ``Query`` with errors mapped to 503."""
     return _call("query", **kwargs)

@@ -16,7 +16,7 @@ from expediente import aws, crypto
 from expediente.context import TenantId
 from expediente.errors import Unauthenticated
 from expediente.settings import settings
-from expediente.store import _call
+from expediente.store import get_item
 
 
 def tenant_key(tenant: str) -> dict[str, Any]:
@@ -41,8 +41,7 @@ def new_tenant_item(*, tenant: str, name: str, organization_id: str, kms: Any, k
 
 
 def get_tenant(tenant: str) -> dict[str, Any] | None:
-    item = _call("get_item", TableName=settings().table_admin, Key=tenant_key(tenant), ConsistentRead=True).get("Item")
-    return None if item is None else aws.from_item(item)
+    return get_item(settings().table_admin, {"pk": f"TENANT#{tenant}", "sk": "TENANT"})
 
 
 def wrapped_index_key(tenant: str) -> bytes:

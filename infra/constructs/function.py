@@ -1,0 +1,179 @@
+"""The one construct that makes every Expediente Lambda function.
+
+Everything that is the same for all functions lives here (runtime, architecture, layer, tracing,
+logging, SnapStart, alias, alarm, role); what differs comes from the function's
+:class:`~infra.definitions.FunctionDef`. Permissions are granted only through ``grant_*`` on the
+resources the definition names, so a function can touch nothing it did not declare.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import aws_cdk as cdk
+from aws_cdk import aws_cloudwatch as cloudwatch
+from aws_cdk import aws_cloudwatch_actions as cw_actions
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_lambda as lambda_
+from aws_cdk import aws_logs as logs
+from constructs import Construct
+
+from infra import definitions
+from infra.nag import acknowledge
+from infra.stacks.stateful import SharedResources
+
+RUNTIME = lambda_.Runtime.PYTHON_3_12
+ALIAS_NAME = "live"
+LOG_RETENTION = logs.RetentionDays.ONE_YEAR
+METRICS_NAMESPACE = "Expediente"
+
+# The Cognito admin API calls a user-managing function may make, on its own pool only.
+COGNITO_ADMIN_ACTIONS = (
+    "cognito-idp:AdminCreateUser",
+    "cognito-idp:AdminAddUserToGroup",
+    "cognito-idp:AdminRemoveUserFromGroup",
+    "cognito-idp:AdminUpdateUserAttributes",
+    "cognito-idp:AdminDisableUser",
+    "cognito-idp:AdminEnableUser",
+    "cognito-idp:AdminGetUser",
+    "cognito-idp:ListUsers",
+    "cognito-idp:AdminListGroupsForUser",
+)
+
+
+def handler_for(function_id: str) -> str:
+    """The handler string for a function asset built by ``infra.build``."""
+    return f"{function_id}.handler.lambda_handler"
+
+
+class ExpedienteFunction(Construct):
+    """A domain function: Python 3.12 on arm64, published with SnapStart behind alias ``live``.
+
+    Attributes: ``function`` (the unversioned function), ``alias`` (what callers must invoke),
+    ``role``, ``log_group`` and ``errors_alarm``.
+    """
+
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        definition: definitions.FunctionDef,
+        code: Path,
+        layer: lambda_.ILayerVersion,
+        shared: SharedResources,
+    ) -> None:
+        """``code`` is the asset directory holding the ``<id>`` package (see ``infra.build``).
+
+        Raises KeyError when the definition names a table or bucket that ``shared`` lacks.
+        """
+        super().__init__(scope, construct_id)
+        self.definition = definition
+
+        # Our own role, without the AWSLambdaBasicExecutionRole managed policy: log writes are
+        # granted on this function's log group only.
+        self.role = iam.Role(
+            self, "Role",
+            assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"),
+            description=f"Expediente {definition.id} function",
+        )
+        self.log_group = logs.LogGroup(
+            self, "Logs", encryption_key=shared.logs_key, retention=LOG_RETENTION,
+            removal_policy=cdk.RemovalPolicy.RETAIN,
+        )
+        self.log_group.grant_write(self.role)
+
+        self.function = lambda_.Function(
+            self, "Function",
+            description=definition.description,
+            runtime=RUNTIME,
+            architecture=lambda_.Architecture.ARM_64,
+            handler=handler_for(definition.id),
+            code=lambda_.Code.from_asset(str(code)),
+            layers=[layer],
+            role=self.role,
+            memory_size=definition.memory_mb,
+            timeout=cdk.Duration.seconds(definition.timeout_s),
+            environment=self._environment(definition, shared),
+            tracing=lambda_.Tracing.ACTIVE,
+            logging_format=lambda_.LoggingFormat.JSON,
+            application_log_level_v2=lambda_.ApplicationLogLevel.INFO,
+            system_log_level_v2=lambda_.SystemLogLevel.WARN,
+            log_group=self.log_group,
+            snap_start=lambda_.SnapStartConf.ON_PUBLISHED_VERSIONS,
+        )
+        self.alias = lambda_.Alias(
+            self, "Alias", alias_name=ALIAS_NAME, version=self.function.current_version,
+        )
+        self._grant(definition, shared)
+        self.errors_alarm = self._errors_alarm(shared)
+        self._acknowledge()
+
+    @staticmethod
+    def _environment(definition: definitions.FunctionDef, shared: SharedResources) -> dict[str, str]:
+        env = {
+            "POWERTOOLS_SERVICE_NAME": f"{definitions.SERVICE}-{definition.id}",
+            "POWERTOOLS_METRICS_NAMESPACE": METRICS_NAMESPACE,
+            "KEY_APP_ARN": shared.app_key.key_arn,
+            "EVENT_BUS_NAME": shared.event_bus.event_bus_name,
+            "USER_POOL_ID": shared.user_pool.user_pool_id,
+            "USER_POOL_CLIENT_ID": shared.user_pool_client.user_pool_client_id,
+        }
+        for table_id in (*definition.writes, *definition.reads):
+            env[definitions.table(table_id).env] = shared.tables[table_id].table_name
+        buckets = {b.id: b for b in definitions.BUCKETS}
+        for bucket_id in definition.buckets_write:
+            env[buckets[bucket_id].env] = shared.buckets[bucket_id].bucket_name
+        env.update(definition.env)
+        return env
+
+    def _grant(self, definition: definitions.FunctionDef, shared: SharedResources) -> None:
+        for table_id in definition.writes:
+            shared.tables[table_id].grant_read_write_data(self.role)
+        for table_id in definition.reads:
+            if table_id not in definition.writes:
+                shared.tables[table_id].grant_read_data(self.role)
+        for bucket_id in definition.buckets_write:
+            bucket = shared.buckets[bucket_id]
+            # Read and put, never delete: NOM-004 5.11 forbids erasing clinical records.
+            bucket.grant_read(self.role)
+            bucket.grant_put(self.role)
+        # Envelope encryption and blind indexes: data keys come from the app key.
+        shared.app_key.grant_encrypt_decrypt(self.role)
+        shared.app_key.grant(self.role, "kms:GenerateDataKey")
+        if definition.puts_events:
+            shared.event_bus.grant_put_events_to(self.role)
+        if definition.cognito_admin:
+            shared.user_pool.grant(self.role, *COGNITO_ADMIN_ACTIONS)
+
+    def _errors_alarm(self, shared: SharedResources) -> cloudwatch.Alarm:
+        alarm = cloudwatch.Alarm(
+            self, "ErrorsAlarm",
+            alarm_description=f"Expediente {self.definition.id}: invocations ended in an error",
+            metric=self.alias.metric_errors(period=cdk.Duration.minutes(5), statistic="Sum"),
+            threshold=1,
+            evaluation_periods=1,
+            comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+            treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
+        )
+        alarm.add_alarm_action(cw_actions.SnsAction(shared.alarm_topic))
+        return alarm
+
+    def _acknowledge(self) -> None:
+        fn = self.function
+        acknowledge(fn, "AwsSolutions-L1",
+                    "Python 3.12 is pinned by decision 11: the dependency layer is built for cp312 "
+                    "wheels and SnapStart is validated on it; moving runtimes is a deliberate upgrade.")
+        acknowledge(fn, "HIPAA.Security-LambdaConcurrency",
+                    "Concurrency is bounded by API Gateway stage throttling and the WAF rate rule; "
+                    "reserved concurrency would carve capacity out of the account pool per function.")
+        acknowledge(fn, "HIPAA.Security-LambdaDLQ",
+                    "Invoked synchronously by API Gateway: a failure is returned to the caller as an "
+                    "OperationOutcome, so there is no asynchronous event to park in a DLQ.")
+        acknowledge(fn, "HIPAA.Security-LambdaInsideVPC",
+                    "The function reaches only AWS APIs (DynamoDB, KMS, S3, EventBridge, Cognito) over "
+                    "TLS with IAM; there is no private network resource to reach, and a VPC would add "
+                    "NAT or endpoint cost without narrowing access.")
+        acknowledge(self.role.node.find_child("DefaultPolicy"), "AwsSolutions-IAM5[Resource::*]",
+                    "X-Ray PutTraceSegments/PutTelemetryRecords support no resource-level "
+                    "permissions; every other statement names its resources.")

@@ -1,0 +1,461 @@
+"""The stateful stack: everything that holds data or identity and must outlive a redeploy.
+
+Keys, DynamoDB tables, S3 buckets, the user pool, the event bus with its rules and queues, the
+CloudTrail trail and the backup plan. Every resource here is ``RETAIN``; tables and the user pool
+also have deletion protection. All of it is built by iterating over ``infra.definitions``, so a
+table, bucket, queue, rule or role added there appears here with no other change.
+
+The stateless stack receives :class:`SharedResources`, never this stack itself.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import aws_cdk as cdk
+from aws_cdk import aws_backup as backup
+from aws_cdk import aws_cloudtrail as cloudtrail
+from aws_cdk import aws_cloudwatch as cloudwatch
+from aws_cdk import aws_cloudwatch_actions as cw_actions
+from aws_cdk import aws_cognito as cognito
+from aws_cdk import aws_dynamodb as dynamodb
+from aws_cdk import aws_events as events
+from aws_cdk import aws_events_targets as targets
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_kms as kms
+from aws_cdk import aws_logs as logs
+from aws_cdk import aws_s3 as s3
+from aws_cdk import aws_sns as sns
+from aws_cdk import aws_sqs as sqs
+from constructs import Construct
+
+from infra import definitions
+from infra.nag import acknowledge
+from infra.naming import pascal
+
+# NOM-004-SSA3 5.4: the clinical record is kept at least five years; logs that prove who saw
+# it are kept as long.
+RECORD_RETENTION = cdk.Duration.days(5 * 365 + 2)
+LOG_RETENTION = logs.RetentionDays.FIVE_YEARS
+# A message is retried this many times before it is parked in the dead-letter queue.
+MAX_RECEIVE_COUNT = 5
+# The bucket whose uploads feed the DICOM ingest queue (BucketDef has no notification field yet).
+INGEST_BUCKET = "ingest"
+# Long enough for the future DICOM ingest function (timeout up to 60 s) to be retried safely.
+INGEST_VISIBILITY_TIMEOUT = cdk.Duration.minutes(6)
+
+_REPLICATION_REASON = (
+    "Cross-region replication is a per-deployment disaster-recovery choice: the only AWS region "
+    "in Mexico is mx-central-1, and copying clinical data abroad needs the data controller's "
+    "consent (LFPDPPP). Durability comes from versioning, RETAIN and S3's multi-AZ storage."
+)
+
+
+@dataclass(frozen=True)
+class SharedResources:
+    """What the stateless stack may use from the stateful one (read-only view)."""
+
+    tables: Mapping[str, dynamodb.ITable]
+    buckets: Mapping[str, s3.IBucket]
+    queues: Mapping[str, sqs.IQueue]
+    ingest_queue: sqs.IQueue
+    app_key: kms.IKey
+    logs_key: kms.IKey
+    event_bus: events.IEventBus
+    user_pool: cognito.IUserPool
+    user_pool_client: cognito.IUserPoolClient
+    alarm_topic: sns.ITopic
+
+
+class StatefulStack(cdk.Stack):
+    """Keys, tables, buckets, identity, events and audit trail; exposes :attr:`resources`."""
+
+    def __init__(self, scope: Construct, construct_id: str, *, name_prefix: str = "", **kwargs: object) -> None:
+        """``name_prefix`` (e.g. ``dev-``) keeps account-unique names (aliases, trail) apart per stage."""
+        super().__init__(scope, construct_id, **kwargs)  # type: ignore[arg-type]
+        self._prefix = name_prefix
+
+        self.storage_key = self._key("Storage", "DynamoDB tables and S3 buckets holding clinical data")
+        self.messaging_key = self._key(
+            "Messaging",
+            "SQS queues and SNS topics; kept apart from the storage key because AWS services "
+            "(S3, EventBridge, CloudWatch) need grants on it",
+        )
+        self.app_key = self._key(
+            "App", "application-level envelope encryption (CURP, narrative) and blind-index keys"
+        )
+        self.logs_key = self._logs_key()
+        self.trail_key = self._key("Trail", "CloudTrail log files")
+
+        self.alarm_topic = sns.Topic(
+            self, "AlarmTopic", display_name="Expediente alarms", master_key=self.messaging_key,
+            enforce_ssl=True,
+        )
+        # CloudWatch alarms publish to the encrypted topic as the CloudWatch service principal.
+        self.messaging_key.grant(
+            iam.ServicePrincipal("cloudwatch.amazonaws.com"), "kms:Decrypt", "kms:GenerateDataKey*"
+        )
+
+        self.tables = {t.id: self._table(t) for t in definitions.TABLES}
+        self._backup_plan()
+
+        self.access_logs_bucket = self._access_logs_bucket()
+        self.buckets = {b.id: self._bucket(b) for b in definitions.BUCKETS}
+
+        self.event_bus = events.EventBus(self, "EventBus", description="Expediente domain events")
+        self.queues = {q.id: self._queue(pascal(q.id), q.purpose) for q in definitions.QUEUES}
+        for rule in definitions.RULES:
+            self._rule(rule)
+        self.ingest_queue = self._queue("Ingest", "ObjectCreated notifications of the ingest bucket",
+                                        visibility_timeout=INGEST_VISIBILITY_TIMEOUT)
+        self._notify_on_upload(self.buckets[INGEST_BUCKET], self.ingest_queue)
+
+        self.user_pool, self.user_pool_client = self._user_pool()
+        self._trail()
+
+        self.resources = SharedResources(
+            tables=self.tables,
+            buckets=self.buckets,
+            queues=self.queues,
+            ingest_queue=self.ingest_queue,
+            app_key=self.app_key,
+            logs_key=self.logs_key,
+            event_bus=self.event_bus,
+            user_pool=self.user_pool,
+            user_pool_client=self.user_pool_client,
+            alarm_topic=self.alarm_topic,
+        )
+        self._outputs()
+
+    # Keys ----------------------------------------------------------------------------------------
+
+    def _key(self, name: str, purpose: str) -> kms.Key:
+        return kms.Key(
+            self, f"{name}Key",
+            description=f"Expediente: {purpose}",
+            alias=f"alias/{self._prefix}expediente/{name.lower()}",
+            enable_key_rotation=True,
+            removal_policy=cdk.RemovalPolicy.RETAIN,
+        )
+
+    def _logs_key(self) -> kms.Key:
+        key = self._key("Logs", "CloudWatch Logs log groups (functions, API access, trail, WAF)")
+        # CloudWatch Logs uses the key as its regional service principal, bound by encryption
+        # context to log groups of this account and region.
+        key.add_to_resource_policy(iam.PolicyStatement(
+            principals=[iam.ServicePrincipal(f"logs.{cdk.Aws.REGION}.amazonaws.com")],
+            actions=["kms:Encrypt*", "kms:Decrypt*", "kms:ReEncrypt*", "kms:GenerateDataKey*",
+                     "kms:Describe*"],
+            resources=["*"],
+            conditions={"ArnLike": {
+                "kms:EncryptionContext:aws:logs:arn":
+                    f"arn:{cdk.Aws.PARTITION}:logs:{cdk.Aws.REGION}:{cdk.Aws.ACCOUNT_ID}:log-group:*",
+            }},
+        ))
+        return key
+
+    # Tables --------------------------------------------------------------------------------------
+
+    def _table(self, table_def: definitions.TableDef) -> dynamodb.Table:
+        string = dynamodb.AttributeType.STRING
+        table = dynamodb.Table(
+            self, f"{pascal(table_def.id)}Table",
+            partition_key=dynamodb.Attribute(name=table_def.pk, type=string),
+            sort_key=dynamodb.Attribute(name=table_def.sk, type=string) if table_def.sk else None,
+            billing_mode=dynamodb.BillingMode.PAY_PER_REQUEST,
+            encryption=dynamodb.TableEncryption.CUSTOMER_MANAGED,
+            encryption_key=self.storage_key,
+            point_in_time_recovery_specification=dynamodb.PointInTimeRecoverySpecification(
+                point_in_time_recovery_enabled=True,
+            ),
+            deletion_protection=True,
+            removal_policy=cdk.RemovalPolicy.RETAIN,
+            time_to_live_attribute=table_def.ttl_attribute,
+        )
+        for index in table_def.indexes:
+            table.add_global_secondary_index(
+                index_name=index.name,
+                partition_key=dynamodb.Attribute(name=index.pk, type=string),
+                sort_key=dynamodb.Attribute(name=index.sk, type=string),
+                projection_type=dynamodb.ProjectionType.ALL,
+            )
+        return table
+
+    def _backup_plan(self) -> None:
+        """Daily/weekly/monthly backups kept five years (NOM-004 5.4), on top of 35-day PITR."""
+        vault = backup.BackupVault(
+            self, "BackupVault", encryption_key=self.storage_key, removal_policy=cdk.RemovalPolicy.RETAIN,
+        )
+        plan = backup.BackupPlan.daily_weekly_monthly5_year_retention(self, "BackupPlan", vault)
+        selection = plan.add_selection(
+            "Tables",
+            resources=[backup.BackupResource.from_dynamo_db_table(t) for t in self.tables.values()],
+        )
+        acknowledge(
+            selection, "AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/"
+            "AWSBackupServiceRolePolicyForBackup]",
+            "AWS Backup's own service-role policy is the documented, AWS-maintained minimum for the "
+            "role that AWS Backup assumes to snapshot the tables.",
+        )
+
+    # Buckets -------------------------------------------------------------------------------------
+
+    def _secure_bucket_props(self) -> dict[str, object]:
+        return {
+            "block_public_access": s3.BlockPublicAccess.BLOCK_ALL,
+            "object_ownership": s3.ObjectOwnership.BUCKET_OWNER_ENFORCED,
+            "enforce_ssl": True,
+            "minimum_tls_version": 1.2,
+            "versioned": True,
+            "removal_policy": cdk.RemovalPolicy.RETAIN,
+            "auto_delete_objects": False,
+            "lifecycle_rules": [s3.LifecycleRule(abort_incomplete_multipart_upload_after=cdk.Duration.days(7))],
+        }
+
+    def _access_logs_bucket(self) -> s3.Bucket:
+        bucket = s3.Bucket(
+            self, "AccessLogsBucket",
+            # S3 server access logging delivers only to SSE-S3 buckets, never SSE-KMS.
+            encryption=s3.BucketEncryption.S3_MANAGED,
+            **self._secure_bucket_props(),  # type: ignore[arg-type]
+        )
+        acknowledge(bucket, "AwsSolutions-S1",
+                    "This is the server access log destination; logging it into itself would loop.")
+        acknowledge(bucket, "HIPAA.Security-S3BucketLoggingEnabled",
+                    "This is the server access log destination; logging it into itself would loop.")
+        acknowledge(bucket, "HIPAA.Security-S3DefaultEncryptionKMS",
+                    "S3 server access logging can only deliver to SSE-S3 buckets; the logs hold "
+                    "request metadata, not clinical data.")
+        acknowledge(bucket, "HIPAA.Security-S3BucketReplicationEnabled", _REPLICATION_REASON)
+        return bucket
+
+    def _bucket(self, bucket_def: definitions.BucketDef) -> s3.Bucket:
+        bucket = s3.Bucket(
+            self, f"{pascal(bucket_def.id)}Bucket",
+            encryption=s3.BucketEncryption.KMS,
+            encryption_key=self.storage_key,
+            bucket_key_enabled=True,  # one KMS call per bucket key, not per object
+            server_access_logs_bucket=self.access_logs_bucket,
+            server_access_logs_prefix=f"{bucket_def.id}/",
+            **self._secure_bucket_props(),  # type: ignore[arg-type]
+        )
+        acknowledge(bucket, "HIPAA.Security-S3BucketReplicationEnabled", _REPLICATION_REASON)
+        return bucket
+
+    # Events and queues ---------------------------------------------------------------------------
+
+    def _queue(self, name: str, purpose: str, *,
+               visibility_timeout: cdk.Duration | None = None) -> sqs.Queue:
+        dlq = sqs.Queue(
+            self, f"{name}DeadLetterQueue",
+            encryption=sqs.QueueEncryption.KMS,
+            encryption_master_key=self.messaging_key,
+            enforce_ssl=True,
+            retention_period=cdk.Duration.days(14),
+        )
+        acknowledge(dlq, "AwsSolutions-SQS3", "This queue is itself a dead-letter queue.")
+        queue = sqs.Queue(
+            self, f"{name}Queue",
+            encryption=sqs.QueueEncryption.KMS,
+            encryption_master_key=self.messaging_key,
+            enforce_ssl=True,
+            visibility_timeout=visibility_timeout,
+            dead_letter_queue=sqs.DeadLetterQueue(max_receive_count=MAX_RECEIVE_COUNT, queue=dlq),
+        )
+        alarm = cloudwatch.Alarm(
+            self, f"{name}DeadLetterAlarm",
+            alarm_description=f"Messages parked in the dead-letter queue of: {purpose}",
+            metric=dlq.metric_approximate_number_of_messages_visible(period=cdk.Duration.minutes(5)),
+            threshold=1,
+            evaluation_periods=1,
+            comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+            treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
+        )
+        alarm.add_alarm_action(cw_actions.SnsAction(self.alarm_topic))
+        return queue
+
+    def _rule(self, rule_def: definitions.RuleDef) -> events.Rule:
+        queue = self.queues[rule_def.target_queue]
+        return events.Rule(
+            self, f"{pascal(rule_def.id)}Rule",
+            event_bus=self.event_bus,
+            event_pattern=events.EventPattern(
+                source=[rule_def.source], detail_type=list(rule_def.detail_types),
+            ),
+            # Events that cannot be delivered go to the target's own dead-letter queue.
+            targets=[targets.SqsQueue(queue, dead_letter_queue=queue.dead_letter_queue.queue)]
+            if queue.dead_letter_queue else [targets.SqsQueue(queue)],
+        )
+
+    def _notify_on_upload(self, bucket: s3.Bucket, queue: sqs.Queue) -> None:
+        """S3 ObjectCreated → queue, declared on the bucket itself.
+
+        CDK's ``add_event_notification`` would add a custom-resource Lambda to the stack; the
+        native ``NotificationConfiguration`` needs none. S3 checks the destination when the
+        bucket is created, so the bucket waits for the queue policy. The policy is bound to this
+        account rather than to the bucket ARN, which would make the two depend on each other.
+        """
+        queue.add_to_resource_policy(iam.PolicyStatement(
+            principals=[iam.ServicePrincipal("s3.amazonaws.com")],
+            actions=["sqs:SendMessage"],
+            resources=[queue.queue_arn],
+            conditions={"StringEquals": {"aws:SourceAccount": cdk.Aws.ACCOUNT_ID}},
+        ))
+        # S3 encrypts the notification with the queue's key as its service principal.
+        self.messaging_key.grant(iam.ServicePrincipal("s3.amazonaws.com"), "kms:GenerateDataKey", "kms:Decrypt")
+        cfn_bucket = bucket.node.default_child
+        assert isinstance(cfn_bucket, s3.CfnBucket)
+        cfn_bucket.notification_configuration = s3.CfnBucket.NotificationConfigurationProperty(
+            queue_configurations=[s3.CfnBucket.QueueConfigurationProperty(
+                event="s3:ObjectCreated:*", queue=queue.queue_arn,
+            )],
+        )
+        assert queue.policy is not None
+        cfn_bucket.add_dependency(queue.policy.node.default_child)  # type: ignore[arg-type]
+
+    # Identity ------------------------------------------------------------------------------------
+
+    def _user_pool(self) -> tuple[cognito.UserPool, cognito.UserPoolClient]:
+        pool = cognito.UserPool(
+            self, "UserPool",
+            sign_in_aliases=cognito.SignInAliases(username=True),
+            sign_in_case_sensitive=False,
+            self_sign_up_enabled=False,  # users are created by a tenant admin (functions/admin)
+            # Every user has TOTP MFA, which covers the signing roles (definitions.SIGNING_ROLES).
+            mfa=cognito.Mfa.REQUIRED,
+            mfa_second_factor=cognito.MfaSecondFactor(otp=True, sms=False),
+            password_policy=cognito.PasswordPolicy(
+                min_length=14, require_lowercase=True, require_uppercase=True, require_digits=True,
+                require_symbols=True, temp_password_validity=cdk.Duration.days(3),
+            ),
+            account_recovery=cognito.AccountRecovery.EMAIL_ONLY,
+            standard_attributes=cognito.StandardAttributes(
+                email=cognito.StandardAttribute(required=False, mutable=True),
+            ),
+            custom_attributes={
+                name: cognito.StringAttribute(mutable=True) for name in definitions.USER_ATTRIBUTES
+            },
+            feature_plan=cognito.FeaturePlan.ESSENTIALS,
+            deletion_protection=True,
+            removal_policy=cdk.RemovalPolicy.RETAIN,
+        )
+        acknowledge(
+            pool, "AwsSolutions-COG3",
+            "Threat protection (adaptive authentication, compromised-credential checks) needs the "
+            "Cognito Plus feature plan, billed per monthly active user; every user already has "
+            "required TOTP MFA and no self sign-up. An operator can switch feature_plan to PLUS.",
+        )
+        for role in definitions.ROLES:
+            cognito.UserPoolGroup(
+                self, f"{pascal(role)}Group", user_pool=pool, group_name=role,
+                description=f"Expediente role: {role}",
+            )
+        # Users must never write their own custom attributes: the tenant and clinics come from
+        # them (decision 3), so only admin APIs (AdminUpdateUserAttributes) may change them.
+        readable = cognito.ClientAttributes().with_standard_attributes(
+            email=True, email_verified=True, locale=True, zoneinfo=True,
+        ).with_custom_attributes(*definitions.USER_ATTRIBUTES)
+        writable = cognito.ClientAttributes().with_standard_attributes(locale=True, zoneinfo=True)
+        client = pool.add_client(
+            "AppClient",
+            auth_flows=cognito.AuthFlow(user_password=True, user_srp=True),
+            generate_secret=False,  # mobile and browser apps cannot keep a secret
+            disable_o_auth=True,
+            prevent_user_existence_errors=True,
+            enable_token_revocation=True,
+            access_token_validity=cdk.Duration.minutes(60),
+            id_token_validity=cdk.Duration.minutes(60),
+            refresh_token_validity=cdk.Duration.hours(12),  # one clinical shift
+            read_attributes=readable,
+            write_attributes=writable,
+        )
+        return pool, client
+
+    # Audit trail ---------------------------------------------------------------------------------
+
+    def _trail(self) -> cloudtrail.Trail:
+        """Multi-region trail with management events plus S3 and DynamoDB data events."""
+        trail_name = f"{self._prefix}expediente"
+        trail_arn = (f"arn:{cdk.Aws.PARTITION}:cloudtrail:{cdk.Aws.REGION}:{cdk.Aws.ACCOUNT_ID}"
+                     f":trail/{trail_name}")
+        self.trail_key.add_to_resource_policy(iam.PolicyStatement(
+            principals=[iam.ServicePrincipal("cloudtrail.amazonaws.com")],
+            actions=["kms:GenerateDataKey*"],
+            resources=["*"],
+            conditions={
+                "StringEquals": {"aws:SourceArn": trail_arn},
+                "StringLike": {
+                    "kms:EncryptionContext:aws:cloudtrail:arn":
+                        f"arn:{cdk.Aws.PARTITION}:cloudtrail:*:{cdk.Aws.ACCOUNT_ID}:trail/*",
+                },
+            },
+        ))
+        self.trail_key.add_to_resource_policy(iam.PolicyStatement(
+            principals=[iam.ServicePrincipal("cloudtrail.amazonaws.com")],
+            actions=["kms:DescribeKey"],
+            resources=["*"],
+            conditions={"StringEquals": {"aws:SourceArn": trail_arn}},
+        ))
+        trail_bucket = s3.Bucket(
+            self, "TrailBucket",
+            encryption=s3.BucketEncryption.KMS,
+            encryption_key=self.trail_key,
+            bucket_key_enabled=True,
+            server_access_logs_bucket=self.access_logs_bucket,
+            server_access_logs_prefix="trail/",
+            **self._secure_bucket_props(),  # type: ignore[arg-type]
+        )
+        acknowledge(trail_bucket, "HIPAA.Security-S3BucketReplicationEnabled", _REPLICATION_REASON)
+        log_group = logs.LogGroup(
+            self, "TrailLogs", encryption_key=self.logs_key, retention=LOG_RETENTION,
+            removal_policy=cdk.RemovalPolicy.RETAIN,
+        )
+        trail = cloudtrail.Trail(
+            self, "Trail",
+            trail_name=trail_name,
+            bucket=trail_bucket,
+            encryption_key=self.trail_key,
+            is_multi_region_trail=True,
+            include_global_service_events=True,
+            enable_file_validation=True,
+            send_to_cloud_watch_logs=True,
+            cloud_watch_log_group=log_group,
+        )
+        cfn_trail = trail.node.default_child
+        assert isinstance(cfn_trail, cloudtrail.CfnTrail)
+        # The L2 construct only knows basic event selectors (S3 and Lambda); DynamoDB data events
+        # need advanced selectors, and a trail cannot mix both kinds.
+        cfn_trail.add_property_deletion_override("EventSelectors")
+        selector = cloudtrail.CfnTrail.AdvancedEventSelectorProperty
+        field = cloudtrail.CfnTrail.AdvancedFieldSelectorProperty
+        cfn_trail.advanced_event_selectors = [
+            selector(name="Management events", field_selectors=[
+                field(field="eventCategory", equal_to=["Management"]),
+            ]),
+            selector(name="S3 object events on clinical buckets", field_selectors=[
+                field(field="eventCategory", equal_to=["Data"]),
+                field(field="resources.type", equal_to=["AWS::S3::Object"]),
+                field(field="resources.ARN",
+                      starts_with=[f"{b.bucket_arn}/" for b in self.buckets.values()]),
+            ]),
+            selector(name="DynamoDB item events on clinical tables", field_selectors=[
+                field(field="eventCategory", equal_to=["Data"]),
+                field(field="resources.type", equal_to=["AWS::DynamoDB::Table"]),
+                field(field="resources.ARN", equal_to=[t.table_arn for t in self.tables.values()]),
+            ]),
+        ]
+        return trail
+
+    # Outputs -------------------------------------------------------------------------------------
+
+    def _outputs(self) -> None:
+        cdk.CfnOutput(self, "AppKeyArn", value=self.app_key.key_arn,
+                      export_name=f"{self._prefix}Expediente-AppKeyArn",
+                      description="KMS key for application-level envelope encryption")
+        cdk.CfnOutput(self, "UserPoolId", value=self.user_pool.user_pool_id)
+        cdk.CfnOutput(self, "UserPoolClientId", value=self.user_pool_client.user_pool_client_id)
+        cdk.CfnOutput(self, "EventBusName", value=self.event_bus.event_bus_name)
+        cdk.CfnOutput(self, "AlarmTopicArn", value=self.alarm_topic.topic_arn,
+                      description="Subscribe the on-call address here")
+        cdk.CfnOutput(self, "IngestBucketName", value=self.buckets[INGEST_BUCKET].bucket_name)

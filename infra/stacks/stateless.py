@@ -1,0 +1,175 @@
+"""The stateless stack: the dependency layer, one function per ``FunctionDef`` and the REST API.
+
+Nothing here holds data, so the whole stack can be destroyed and redeployed. Routes come from
+``FunctionDef.routes`` (``ANY``, Cognito authorizer) and ``FunctionDef.public_routes`` (``GET``,
+no token); each route points at the function's ``live`` alias, whose published version has
+SnapStart.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import aws_cdk as cdk
+from aws_cdk import aws_apigateway as apigw
+from aws_cdk import aws_lambda as lambda_
+from aws_cdk import aws_logs as logs
+from constructs import Construct
+
+from infra import definitions
+from infra.build import BuildPaths
+from infra.constructs.function import RUNTIME, ExpedienteFunction
+from infra.constructs.waf import ApiFirewall
+from infra.nag import acknowledge
+from infra.naming import pascal
+from infra.stacks.stateful import SharedResources
+
+STAGE_NAME = "v1"
+# Stage-wide throttling; the WAF rate rule limits each address on top of this.
+THROTTLE_RATE_PER_S = 200
+THROTTLE_BURST = 400
+AUTHORIZER_CACHE = cdk.Duration.minutes(5)
+FHIR_JSON = "'application/fhir+json'"
+
+# API Gateway's own error responses, reshaped as FHIR OperationOutcome (decision 1).
+_GATEWAY_RESPONSES: tuple[tuple[apigw.ResponseType, str, str, str], ...] = (
+    (apigw.ResponseType.UNAUTHORIZED, "401", "login", "Missing or invalid bearer token"),
+    (apigw.ResponseType.ACCESS_DENIED, "403", "forbidden", "Access denied"),
+    # API Gateway answers an unknown path this way; FHIR expects 404 for an unknown endpoint.
+    (apigw.ResponseType.MISSING_AUTHENTICATION_TOKEN, "404", "not-supported", "No such endpoint"),
+    (apigw.ResponseType.THROTTLED, "429", "throttled", "Too many requests"),
+    (apigw.ResponseType.REQUEST_TOO_LARGE, "413", "too-costly", "Request too large"),
+    (apigw.ResponseType.BAD_REQUEST_PARAMETERS, "400", "invalid", "$context.error.validationErrorString"),
+    (apigw.ResponseType.BAD_REQUEST_BODY, "400", "invalid", "$context.error.validationErrorString"),
+    (apigw.ResponseType.DEFAULT_4_XX, "", "processing", "$context.error.message"),
+    (apigw.ResponseType.DEFAULT_5_XX, "", "exception", "Internal error; request $context.requestId"),
+)
+
+
+class StatelessStack(cdk.Stack):
+    """Functions and the API over the resources of the stateful stack."""
+
+    def __init__(self, scope: Construct, construct_id: str, *, shared: SharedResources, build: BuildPaths,
+                 name_prefix: str = "", **kwargs: object) -> None:
+        """``build`` comes from :func:`infra.build.build_all`; ``shared`` from the stateful stack."""
+        super().__init__(scope, construct_id, **kwargs)  # type: ignore[arg-type]
+
+        layer = lambda_.LayerVersion(
+            self, "DependenciesLayer",
+            code=lambda_.Code.from_asset(str(build.layer)),
+            compatible_runtimes=[RUNTIME],
+            compatible_architectures=[lambda_.Architecture.ARM_64],
+            description="Expediente runtime dependencies and the shared expediente package",
+        )
+        self.functions = {
+            fn.id: ExpedienteFunction(
+                self, f"{pascal(fn.id)}Function", definition=fn, code=Path(build.functions[fn.id]),
+                layer=layer, shared=shared,
+            )
+            for fn in definitions.FUNCTIONS
+        }
+
+        self.api = self._api(shared)
+        self._routes(shared)
+        self.firewall = ApiFirewall(
+            self, "Firewall", stage_arn=self.api.deployment_stage.stage_arn, logs_key=shared.logs_key,
+            log_group_name=f"aws-waf-logs-{name_prefix}expediente-api",
+        )
+        cdk.CfnOutput(self, "ApiUrl", value=self.api.url, description="Base URL of the REST API")
+
+    def _api(self, shared: SharedResources) -> apigw.RestApi:
+        access_logs = logs.LogGroup(
+            self, "ApiAccessLogs", encryption_key=shared.logs_key, retention=logs.RetentionDays.ONE_YEAR,
+            removal_policy=cdk.RemovalPolicy.RETAIN,
+        )
+        # Opaque ids only: the resource path template, not the path or query string, which can
+        # carry identifiers (decision 6: no CURP in any log).
+        access_format = apigw.AccessLogFormat.custom(json.dumps({
+            "requestId": apigw.AccessLogField.context_request_id(),
+            "ip": apigw.AccessLogField.context_identity_source_ip(),
+            "requestTime": apigw.AccessLogField.context_request_time(),
+            "httpMethod": apigw.AccessLogField.context_http_method(),
+            "resourcePath": apigw.AccessLogField.context_resource_path(),
+            "status": apigw.AccessLogField.context_status(),
+            "protocol": apigw.AccessLogField.context_protocol(),
+            "responseLength": apigw.AccessLogField.context_response_length(),
+            "latencyMs": apigw.AccessLogField.context_response_latency(),
+            "integrationLatencyMs": apigw.AccessLogField.context_integration_latency(),
+            "sub": apigw.AccessLogField.context_authorizer_claims("sub"),
+            "wafStatus": apigw.AccessLogField.context_waf_response_code(),
+            "xrayTraceId": apigw.AccessLogField.context_xray_trace_id(),
+            "error": apigw.AccessLogField.context_error_message(),
+        }))
+        api = apigw.RestApi(
+            self, "Api",
+            description="Expediente FHIR R4 API",
+            endpoint_types=[apigw.EndpointType.REGIONAL],
+            cloud_watch_role=True,
+            cloud_watch_role_removal_policy=cdk.RemovalPolicy.RETAIN,
+            deploy_options=apigw.StageOptions(
+                stage_name=STAGE_NAME,
+                tracing_enabled=True,
+                # ERROR, not INFO: INFO execution logs print the query string, which can carry a
+                # patient identifier. Bodies are never logged (data_trace_enabled=False).
+                logging_level=apigw.MethodLoggingLevel.ERROR,
+                data_trace_enabled=False,
+                metrics_enabled=True,
+                throttling_rate_limit=THROTTLE_RATE_PER_S,
+                throttling_burst_limit=THROTTLE_BURST,
+                access_log_destination=apigw.LogGroupLogDestination(access_logs),
+                access_log_format=access_format,
+            ),
+        )
+        for response_type, status, code, message in _GATEWAY_RESPONSES:
+            body = json.dumps({
+                "resourceType": "OperationOutcome",
+                "issue": [{"severity": "error", "code": code, "diagnostics": message}],
+            })
+            api.add_gateway_response(
+                f"{response_type.response_type}Response",
+                type=response_type,
+                status_code=status or None,
+                response_headers={"Content-Type": FHIR_JSON},
+                templates={"application/json": body},
+            )
+        role = api.node.try_find_child("CloudWatchRole")
+        if role is not None:
+            acknowledge(
+                role, "AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/"
+                "AmazonAPIGatewayPushToCloudWatchLogs]",
+                "The account-level role API Gateway assumes to write execution and access logs; "
+                "AWS maintains this policy as the minimum for that service.",
+            )
+        return api
+
+    def _routes(self, shared: SharedResources) -> None:
+        authorizer = apigw.CognitoUserPoolsAuthorizer(
+            self, "Authorizer", cognito_user_pools=[shared.user_pool], results_cache_ttl=AUTHORIZER_CACHE,
+        )
+        validator = self.api.add_request_validator(
+            "RequestValidator", validate_request_parameters=True, validate_request_body=True,
+        )
+        for function_id, fn in self.functions.items():
+            # One invoke permission for the whole API instead of one per method: a function
+            # with many routes would otherwise outgrow the 20 KB resource-policy limit.
+            integration = apigw.LambdaIntegration(
+                fn.alias, allow_test_invoke=False, scope_permission_to_method=False,
+            )
+            for path in fn.definition.routes:
+                self.api.root.resource_for_path(path).add_method(
+                    "ANY", integration,
+                    authorizer=authorizer,
+                    authorization_type=apigw.AuthorizationType.COGNITO,
+                    request_validator=validator,
+                )
+            for path in fn.definition.public_routes:
+                method = self.api.root.resource_for_path(path).add_method(
+                    "GET", integration,
+                    authorization_type=apigw.AuthorizationType.NONE,
+                    request_validator=validator,
+                )
+                reason = (f"{path} ({function_id}) is public by design: FHIR clients read the "
+                          "CapabilityStatement before they authenticate; it returns no patient data.")
+                acknowledge(method, "AwsSolutions-APIG4", reason)
+                acknowledge(method, "AwsSolutions-COG4", reason)

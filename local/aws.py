@@ -1,0 +1,577 @@
+"""The embedded AWS of the local stack: moto in server mode on 127.0.0.1.
+
+``EmbeddedAws`` runs moto's WSGI application in a background thread; ``provision`` creates, from
+``infra.definitions`` and nothing else, what the stateful CDK stack declares: DynamoDB tables
+(keys, GSIs, TTL), the application KMS key, versioned buckets with the ingest bucket's
+ObjectCreated notification to SQS, queues with dead-letter queues, the custom EventBridge bus
+with one rule per ``RuleDef``, and the Cognito user pool (groups = roles, ``custom:*`` attributes,
+an app client for USER_PASSWORD_AUTH). The result is a ``LocalAws``: names, ARNs and the
+environment each function receives.
+
+Documented differences from the deployed stack:
+
+- MFA is OFF in the local pool; the deployed pool requires TOTP for the signing roles.
+- Tables use moto's default encryption and have no PITR, backups or deletion protection
+  (moto does not enforce them); buckets are versioned and default to SSE-KMS with the
+  ``storage`` key but have no access logging, TLS-only policy or lifecycle rules. Only the
+  ``app`` and ``storage`` keys exist (no messaging, logs or trail keys), queues are not
+  encrypted, and there is no CloudTrail, alarm topic or backup plan.
+- The event bus is named ``expediente``; the deployed one has a generated name (both reach
+  functions as ``EVENT_BUS_NAME``).
+- Credentials are fake (``testing``), set only on the boto3 sessions this module creates and in
+  the environment handed to functions; nothing is written to ``~/.aws``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import threading
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import boto3
+import requests
+from botocore.config import Config
+from moto.server import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
+from werkzeug.serving import BaseWSGIServer, make_server
+
+from infra.definitions import BUCKETS, FUNCTIONS, QUEUES, ROLES, RULES, TABLES, USER_ATTRIBUTES, QueueDef
+from local.routes import RouteTable
+
+logger = logging.getLogger(__name__)
+
+HOST = "127.0.0.1"
+DEFAULT_PORT = 4566
+PORT_ENV = "EXPEDIENTE_AWS_PORT"
+REGION_ENV = "EXPEDIENTE_AWS_REGION"
+DEFAULT_REGION = "us-east-1"
+# moto places every request signed with an unknown access key in its default account.
+ACCOUNT_ID = "123456789012"
+FAKE_ACCESS_KEY_ID = "testing"
+FAKE_SECRET_ACCESS_KEY = "testing"
+
+NAME_PREFIX = "expediente-local"
+EVENT_BUS_NAME = "expediente"
+# Same aliases as the stateful stack (alias/<stage->expediente/<name>).
+KEY_ALIASES = {"app": "alias/expediente/app", "storage": "alias/expediente/storage"}
+DLQ_MAX_RECEIVE_COUNT = 5
+
+# ObjectCreated in the ingest bucket feeds the dicom_ingest queue (architecture: "S3 ingest
+# bucket → ObjectCreated → SQS (DLQ)"). infra.definitions does not declare that queue yet; until
+# it does, the local stack adds it here so the S3 → SQS path exists.
+INGEST_BUCKET_ID = "ingest"
+INGEST_QUEUE = QueueDef(id="ingest", purpose="ObjectCreated events of the ingest bucket for dicom_ingest")
+
+_CLIENT_CONFIG = Config(connect_timeout=5, read_timeout=30, retries={"max_attempts": 2, "mode": "standard"})
+
+
+def resource_name(resource_id: str) -> str:
+    """The local physical name of a table, bucket, queue or rule (DNS-safe for buckets)."""
+    return f"{NAME_PREFIX}-{resource_id.replace('_', '-')}"
+
+
+def queue_definitions() -> tuple[QueueDef, ...]:
+    """The declared queues plus the ingest queue if the definitions do not declare it yet."""
+    if any(queue.id == INGEST_QUEUE.id for queue in QUEUES):
+        return QUEUES
+    return (*QUEUES, INGEST_QUEUE)
+
+
+def configured_port(default: int = DEFAULT_PORT) -> int:
+    """The port from ``EXPEDIENTE_AWS_PORT`` (0 picks a free one), else ``default``."""
+    return int(os.environ.get(PORT_ENV, default))
+
+
+def configured_region() -> str:
+    """The region from ``EXPEDIENTE_AWS_REGION``, else us-east-1."""
+    return os.environ.get(REGION_ENV, DEFAULT_REGION)
+
+
+def boto_session(region: str) -> boto3.Session:
+    """A boto3 session with the fake local credentials (never the developer's real ones)."""
+    return boto3.Session(
+        aws_access_key_id=FAKE_ACCESS_KEY_ID,
+        aws_secret_access_key=FAKE_SECRET_ACCESS_KEY,
+        region_name=region,
+    )
+
+
+@contextlib.contextmanager
+def temporary_environ(values: Mapping[str, str]) -> Iterator[None]:
+    """Set ``values`` in ``os.environ`` for the block, then restore what was there.
+
+    ``os.environ`` is process-wide: callers hold a lock if other threads may read it meanwhile.
+    """
+    saved = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+class _QuietMotoRequestHandler(MotoRequestHandler):
+    """moto's request handler without the per-request access log (S3 keys, noise); errors still log."""
+
+    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
+        return
+
+
+class EmbeddedAws:
+    """moto's server (all services, one in-process state) on 127.0.0.1 in a daemon thread.
+
+    moto's ``ThreadedMotoServer`` binds its socket inside the thread and waits for a ready event
+    that is never set when the bind fails, so a busy port hangs it forever. This class serves the
+    same moto WSGI application, but binds in the caller's thread so ``start`` raises ``OSError``
+    at once when the port is taken.
+    """
+
+    def __init__(self, *, port: int = DEFAULT_PORT, host: str = HOST) -> None:
+        self._host = host
+        self._port = port
+        self._server: BaseWSGIServer | None = None
+        self._thread: threading.Thread | None = None
+
+    @property
+    def endpoint(self) -> str:
+        """``http://127.0.0.1:<port>`` (raises RuntimeError before ``start``)."""
+        if self._server is None:
+            raise RuntimeError("the embedded AWS is not running")
+        return f"http://{self._host}:{self._server.server_port}"
+
+    def start(self) -> str:
+        """Bind, serve in the background, reset moto's state and return the endpoint.
+
+        Raises OSError if the port is in use. moto keeps one state per process, so the reset
+        makes every start a fresh, empty AWS.
+        """
+        if self._server is not None:
+            raise RuntimeError("the embedded AWS is already running")
+        app = DomainDispatcherApplication(create_backend_app)
+        self._server = make_server(self._host, self._port, app, threaded=True, request_handler=_QuietMotoRequestHandler)
+        self._thread = threading.Thread(target=self._server.serve_forever, name="embedded-aws", daemon=True)
+        self._thread.start()
+        requests.post(f"{self.endpoint}/moto-api/reset", timeout=10).raise_for_status()
+        logger.info("embedded AWS listening on %s", self.endpoint)
+        return self.endpoint
+
+    def stop(self) -> None:
+        """Stop serving and close the socket; safe to call twice."""
+        server, thread = self._server, self._thread
+        self._server = self._thread = None
+        if server is None:
+            return
+        server.shutdown()
+        server.server_close()
+        if thread is not None:
+            thread.join(timeout=10)
+        logger.info("embedded AWS stopped")
+
+
+@dataclass(frozen=True)
+class QueueInfo:
+    """A provisioned queue and its dead-letter queue."""
+
+    id: str
+    name: str
+    url: str
+    arn: str
+    dlq_url: str
+    dlq_arn: str
+
+
+@dataclass(frozen=True)
+class LocalAws:
+    """What ``provision`` created: where the embedded AWS is and the names of everything in it.
+
+    ``tables``, ``buckets`` and ``rules`` map definition ids to physical names; ``queues`` maps
+    queue ids to their ``QueueInfo``.
+    """
+
+    endpoint: str
+    region: str
+    account_id: str
+    tables: Mapping[str, str]
+    buckets: Mapping[str, str]
+    queues: Mapping[str, QueueInfo]
+    event_bus_name: str
+    event_bus_arn: str
+    rules: Mapping[str, str]
+    key_app_arn: str
+    user_pool_id: str
+    user_pool_client_id: str
+
+    @property
+    def issuer(self) -> str:
+        """The ``iss`` of the pool's tokens: moto always uses the real AWS issuer URL."""
+        return f"https://cognito-idp.{self.region}.amazonaws.com/{self.user_pool_id}"
+
+    @property
+    def jwks_url(self) -> str:
+        """Where the embedded Cognito publishes the pool's signing keys."""
+        return f"{self.endpoint}/{self.user_pool_id}/.well-known/jwks.json"
+
+    def session(self) -> boto3.Session:
+        """A boto3 session with the fake credentials and this region (no endpoint: see ``client``)."""
+        return boto_session(self.region)
+
+    def client(self, service: str) -> Any:
+        """A boto3 client for ``service`` pointed at the embedded AWS."""
+        return self.session().client(service, endpoint_url=self.endpoint, config=_CLIENT_CONFIG)  # type: ignore[call-overload]
+
+    def function_env(self, function_id: str) -> dict[str, str]:
+        """The environment the function ``function_id`` gets (raises KeyError for an unknown id).
+
+        Every function gets every table (``TableDef.env`` → name) and every bucket
+        (``BucketDef.env`` → name), the app key, the bus, the user pool, the embedded endpoint
+        (``AWS_ENDPOINT_URL``, honoured by every boto3 client), region, fake credentials, the
+        Powertools settings, and last the function's own ``FunctionDef.env``.
+        """
+        definition = next((fn for fn in FUNCTIONS if fn.id == function_id), None)
+        if definition is None:
+            raise KeyError(f"no function {function_id!r} in infra.definitions.FUNCTIONS")
+        env = {table.env: self.tables[table.id] for table in TABLES}
+        env.update({bucket.env: self.buckets[bucket.id] for bucket in BUCKETS})
+        env.update(
+            {
+                "KEY_APP_ARN": self.key_app_arn,
+                "EVENT_BUS_NAME": self.event_bus_name,
+                "USER_POOL_ID": self.user_pool_id,
+                "USER_POOL_CLIENT_ID": self.user_pool_client_id,
+                "AWS_ENDPOINT_URL": self.endpoint,
+                "AWS_DEFAULT_REGION": self.region,
+                "AWS_REGION": self.region,
+                "AWS_ACCESS_KEY_ID": FAKE_ACCESS_KEY_ID,
+                "AWS_SECRET_ACCESS_KEY": FAKE_SECRET_ACCESS_KEY,
+                "POWERTOOLS_SERVICE_NAME": f"expediente-{function_id}",
+                "POWERTOOLS_TRACE_DISABLED": "true",
+                "POWERTOOLS_METRICS_NAMESPACE": "Expediente",
+            }
+        )
+        env.update(definition.env)
+        return env
+
+
+def provision(endpoint: str, region: str = DEFAULT_REGION) -> LocalAws:
+    """Create every stateful resource of ``infra.definitions`` in the AWS at ``endpoint``.
+
+    Expects an empty AWS (``EmbeddedAws.start`` resets it); raises botocore's ClientError if a
+    resource already exists or moto rejects a request.
+    """
+    session = boto_session(region)
+
+    def client(service: str) -> Any:
+        return session.client(service, endpoint_url=endpoint, config=_CLIENT_CONFIG)  # type: ignore[call-overload]
+
+    kms = client("kms")
+    key_app_arn = _create_key(kms, "app", "envelope encryption (CURP, narrative) and blind-index keys")
+    key_storage_arn = _create_key(kms, "storage", "S3 buckets holding clinical data")
+    tables = _create_tables(client("dynamodb"))
+    queues = _create_queues(client("sqs"))
+    buckets = _create_buckets(client("s3"), region=region, key_arn=key_storage_arn, queues=queues)
+    bus_arn, rules = _create_bus_and_rules(client("events"), queues)
+    pool_id, client_id = _create_user_pool(client("cognito-idp"))
+    logger.info(
+        "provisioned %d tables, %d buckets, %d queues, %d rules, %d groups",
+        len(tables), len(buckets), len(queues), len(rules), len(ROLES),
+    )
+    return LocalAws(
+        endpoint=endpoint,
+        region=region,
+        account_id=ACCOUNT_ID,
+        tables=tables,
+        buckets=buckets,
+        queues=queues,
+        event_bus_name=EVENT_BUS_NAME,
+        event_bus_arn=bus_arn,
+        rules=rules,
+        key_app_arn=key_app_arn,
+        user_pool_id=pool_id,
+        user_pool_client_id=client_id,
+    )
+
+
+def _create_key(kms: Any, name: str, purpose: str) -> str:
+    key = kms.create_key(
+        Description=f"Expediente: {purpose}", KeySpec="SYMMETRIC_DEFAULT", KeyUsage="ENCRYPT_DECRYPT"
+    )["KeyMetadata"]
+    kms.enable_key_rotation(KeyId=key["KeyId"])
+    kms.create_alias(AliasName=KEY_ALIASES[name], TargetKeyId=key["KeyId"])
+    return str(key["Arn"])
+
+
+def _create_tables(dynamodb: Any) -> dict[str, str]:
+    names: dict[str, str] = {}
+    for table in TABLES:
+        name = resource_name(table.id)
+        key_schema = [{"AttributeName": table.pk, "KeyType": "HASH"}]
+        attributes = [table.pk]
+        if table.sk is not None:
+            key_schema.append({"AttributeName": table.sk, "KeyType": "RANGE"})
+            attributes.append(table.sk)
+        indexes = []
+        for index in table.indexes:
+            indexes.append(
+                {
+                    "IndexName": index.name,
+                    "KeySchema": [
+                        {"AttributeName": index.pk, "KeyType": "HASH"},
+                        {"AttributeName": index.sk, "KeyType": "RANGE"},
+                    ],
+                    "Projection": {"ProjectionType": "ALL"},
+                }
+            )
+            attributes += [index.pk, index.sk]
+        request: dict[str, Any] = {
+            "TableName": name,
+            "BillingMode": "PAY_PER_REQUEST",
+            "KeySchema": key_schema,
+            "AttributeDefinitions": [
+                {"AttributeName": attribute, "AttributeType": "S"} for attribute in dict.fromkeys(attributes)
+            ],
+        }
+        if indexes:
+            request["GlobalSecondaryIndexes"] = indexes
+        dynamodb.create_table(**request)
+        if table.ttl_attribute is not None:
+            dynamodb.update_time_to_live(
+                TableName=name,
+                TimeToLiveSpecification={"Enabled": True, "AttributeName": table.ttl_attribute},
+            )
+        names[table.id] = name
+    return names
+
+
+def _create_queues(sqs: Any) -> dict[str, QueueInfo]:
+    queues: dict[str, QueueInfo] = {}
+    for queue in queue_definitions():
+        name = resource_name(queue.id)
+        dlq_url = sqs.create_queue(QueueName=f"{name}-dlq")["QueueUrl"]
+        dlq_arn = _queue_arn(sqs, dlq_url)
+        redrive = {"deadLetterTargetArn": dlq_arn, "maxReceiveCount": str(DLQ_MAX_RECEIVE_COUNT)}
+        url = sqs.create_queue(QueueName=name, Attributes={"RedrivePolicy": json.dumps(redrive)})["QueueUrl"]
+        queues[queue.id] = QueueInfo(queue.id, name, url, _queue_arn(sqs, url), dlq_url, dlq_arn)
+    return queues
+
+
+def _queue_arn(sqs: Any, url: str) -> str:
+    return str(sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"])
+
+
+def _create_buckets(s3: Any, *, region: str, key_arn: str, queues: Mapping[str, QueueInfo]) -> dict[str, str]:
+    names: dict[str, str] = {}
+    for bucket in BUCKETS:
+        name = resource_name(bucket.id)
+        if region == "us-east-1":
+            s3.create_bucket(Bucket=name)
+        else:
+            s3.create_bucket(Bucket=name, CreateBucketConfiguration={"LocationConstraint": region})
+        s3.put_bucket_versioning(Bucket=name, VersioningConfiguration={"Status": "Enabled"})
+        s3.put_bucket_encryption(
+            Bucket=name,
+            ServerSideEncryptionConfiguration={
+                "Rules": [
+                    {
+                        "ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "aws:kms", "KMSMasterKeyID": key_arn},
+                        "BucketKeyEnabled": True,
+                    }
+                ]
+            },
+        )
+        names[bucket.id] = name
+    # Set after every bucket exists; the first message moto (like S3) delivers is an s3:TestEvent.
+    s3.put_bucket_notification_configuration(
+        Bucket=names[INGEST_BUCKET_ID],
+        NotificationConfiguration={
+            "QueueConfigurations": [
+                {
+                    "Id": "ingest-object-created",
+                    "QueueArn": queues[INGEST_QUEUE.id].arn,
+                    "Events": ["s3:ObjectCreated:*"],
+                }
+            ]
+        },
+    )
+    return names
+
+
+def _create_bus_and_rules(events: Any, queues: Mapping[str, QueueInfo]) -> tuple[str, dict[str, str]]:
+    bus_arn = str(events.create_event_bus(Name=EVENT_BUS_NAME)["EventBusArn"])
+    rules: dict[str, str] = {}
+    for rule in RULES:
+        name = resource_name(rule.id)
+        pattern = {"source": [rule.source], "detail-type": list(rule.detail_types)}
+        events.put_rule(Name=name, EventBusName=EVENT_BUS_NAME, EventPattern=json.dumps(pattern), State="ENABLED")
+        events.put_targets(
+            Rule=name,
+            EventBusName=EVENT_BUS_NAME,
+            Targets=[{"Id": rule.target_queue, "Arn": queues[rule.target_queue].arn}],
+        )
+        rules[rule.id] = name
+    return bus_arn, rules
+
+
+def _create_user_pool(cognito: Any) -> tuple[str, str]:
+    custom_attributes = [f"custom:{attribute}" for attribute in USER_ATTRIBUTES]
+    pool = cognito.create_user_pool(
+        PoolName=f"{NAME_PREFIX}-users",
+        # Local difference: the deployed pool requires TOTP MFA for the roles that sign.
+        MfaConfiguration="OFF",
+        Policies={
+            "PasswordPolicy": {
+                "MinimumLength": 14,
+                "RequireUppercase": True,
+                "RequireLowercase": True,
+                "RequireNumbers": True,
+                "RequireSymbols": True,
+                "TemporaryPasswordValidityDays": 3,
+            }
+        },
+        AdminCreateUserConfig={"AllowAdminCreateUserOnly": True},
+        AutoVerifiedAttributes=["email"],
+        AccountRecoverySetting={"RecoveryMechanisms": [{"Priority": 1, "Name": "verified_email"}]},
+        UsernameConfiguration={"CaseSensitive": False},
+        Schema=[
+            {
+                "Name": attribute,
+                "AttributeDataType": "String",
+                "Mutable": True,
+                "StringAttributeConstraints": {"MinLength": "0", "MaxLength": "2048"},
+            }
+            for attribute in USER_ATTRIBUTES
+        ],
+    )["UserPool"]
+    pool_id = str(pool["Id"])
+    for role in ROLES:
+        cognito.create_group(UserPoolId=pool_id, GroupName=role, Description=f"Expediente role {role}")
+    app_client = cognito.create_user_pool_client(
+        UserPoolId=pool_id,
+        ClientName=f"{NAME_PREFIX}-app",
+        GenerateSecret=False,
+        ExplicitAuthFlows=["ALLOW_USER_PASSWORD_AUTH", "ALLOW_USER_SRP_AUTH", "ALLOW_REFRESH_TOKEN_AUTH"],
+        PreventUserExistenceErrors="ENABLED",
+        EnableTokenRevocation=True,
+        AccessTokenValidity=60,
+        IdTokenValidity=60,
+        RefreshTokenValidity=12,
+        TokenValidityUnits={"AccessToken": "minutes", "IdToken": "minutes", "RefreshToken": "hours"},
+        # Users never write their own custom attributes: the tenant and clinics come from them.
+        ReadAttributes=["email", "email_verified", "locale", "zoneinfo", *custom_attributes],
+        WriteAttributes=["locale", "zoneinfo"],
+    )["UserPoolClient"]
+    return pool_id, str(app_client["ClientId"])
+
+
+def describe_local_resources(local_aws: LocalAws) -> dict[str, Any]:
+    """A normalized description of what is provisioned, read back from the embedded AWS.
+
+    Meant for comparison with the synthesized CDK template (``tests/infra``). Shape (all lists
+    sorted, everything keyed by definition id, not physical name)::
+
+        {"tables": {id: {"pk", "sk", "indexes": {name: {"pk", "sk"}}, "ttl_attribute"}},
+         "buckets": {id: {"versioned": bool, "notifications": {queue_id: [events]}}},
+         "queues": {id: {"dlq": bool}},
+         "event_bus": name,
+         "rules": {id: {"sources": [...], "detail_types": [...], "target_queues": [...]}},
+         "routes": {function_id: {"authorized": [...], "public": [...]}},
+         "user_pool": {"groups": [...], "custom_attributes": [...], "mfa": str,
+                       "client_auth_flows": [...], "client_has_secret": bool}}
+    """
+    return {
+        "tables": _describe_tables(local_aws),
+        "buckets": _describe_buckets(local_aws),
+        "queues": _describe_queues(local_aws),
+        "event_bus": local_aws.event_bus_name,
+        "rules": _describe_rules(local_aws),
+        "routes": RouteTable.from_definitions().by_function(),
+        "user_pool": _describe_user_pool(local_aws),
+    }
+
+
+def _describe_tables(local_aws: LocalAws) -> dict[str, Any]:
+    dynamodb = local_aws.client("dynamodb")
+    described: dict[str, Any] = {}
+    for table_id, name in local_aws.tables.items():
+        table = dynamodb.describe_table(TableName=name)["Table"]
+        keys = {key["KeyType"]: key["AttributeName"] for key in table["KeySchema"]}
+        indexes = {}
+        for index in table.get("GlobalSecondaryIndexes", []):
+            index_keys = {key["KeyType"]: key["AttributeName"] for key in index["KeySchema"]}
+            indexes[index["IndexName"]] = {"pk": index_keys["HASH"], "sk": index_keys.get("RANGE")}
+        ttl = dynamodb.describe_time_to_live(TableName=name)["TimeToLiveDescription"]
+        described[table_id] = {
+            "pk": keys["HASH"],
+            "sk": keys.get("RANGE"),
+            "indexes": indexes,
+            "ttl_attribute": ttl.get("AttributeName") if ttl.get("TimeToLiveStatus") == "ENABLED" else None,
+        }
+    return described
+
+
+def _describe_buckets(local_aws: LocalAws) -> dict[str, Any]:
+    s3 = local_aws.client("s3")
+    queue_ids = {queue.arn: queue.id for queue in local_aws.queues.values()}
+    described: dict[str, Any] = {}
+    for bucket_id, name in local_aws.buckets.items():
+        versioning = s3.get_bucket_versioning(Bucket=name)
+        notifications = s3.get_bucket_notification_configuration(Bucket=name)
+        described[bucket_id] = {
+            "versioned": versioning.get("Status") == "Enabled",
+            "notifications": {
+                queue_ids.get(config["QueueArn"], config["QueueArn"]): sorted(config["Events"])
+                for config in notifications.get("QueueConfigurations", [])
+            },
+        }
+    return described
+
+
+def _describe_queues(local_aws: LocalAws) -> dict[str, Any]:
+    sqs = local_aws.client("sqs")
+    described: dict[str, Any] = {}
+    for queue in local_aws.queues.values():
+        attributes = sqs.get_queue_attributes(QueueUrl=queue.url, AttributeNames=["RedrivePolicy"])["Attributes"]
+        redrive = json.loads(attributes.get("RedrivePolicy", "{}"))
+        described[queue.id] = {"dlq": redrive.get("deadLetterTargetArn") == queue.dlq_arn}
+    return described
+
+
+def _describe_rules(local_aws: LocalAws) -> dict[str, Any]:
+    events = local_aws.client("events")
+    queue_ids = {queue.arn: queue.id for queue in local_aws.queues.values()}
+    described: dict[str, Any] = {}
+    for rule_id, name in local_aws.rules.items():
+        rule = events.describe_rule(Name=name, EventBusName=local_aws.event_bus_name)
+        pattern = json.loads(rule["EventPattern"])
+        targets = events.list_targets_by_rule(Rule=name, EventBusName=local_aws.event_bus_name)["Targets"]
+        described[rule_id] = {
+            "sources": sorted(pattern.get("source", [])),
+            "detail_types": sorted(pattern.get("detail-type", [])),
+            "target_queues": sorted(queue_ids.get(target["Arn"], target["Arn"]) for target in targets),
+        }
+    return described
+
+
+def _describe_user_pool(local_aws: LocalAws) -> dict[str, Any]:
+    cognito = local_aws.client("cognito-idp")
+    pool = cognito.describe_user_pool(UserPoolId=local_aws.user_pool_id)["UserPool"]
+    groups = cognito.list_groups(UserPoolId=local_aws.user_pool_id)["Groups"]
+    app_client = cognito.describe_user_pool_client(
+        UserPoolId=local_aws.user_pool_id, ClientId=local_aws.user_pool_client_id
+    )["UserPoolClient"]
+    return {
+        "groups": sorted(group["GroupName"] for group in groups),
+        "custom_attributes": sorted(
+            attribute["Name"] for attribute in pool["SchemaAttributes"] if attribute["Name"].startswith("custom:")
+        ),
+        "mfa": pool.get("MfaConfiguration", "OFF"),
+        "client_auth_flows": sorted(app_client.get("ExplicitAuthFlows", [])),
+        "client_has_secret": "ClientSecret" in app_client,
+    }
