@@ -212,7 +212,7 @@ def delete_patient(patient_id: str) -> Response[str]:
         "active=false; to resolve a duplicate, use Patient/$merge.", headers={"Allow": "GET, PUT"})
 
 
-@app.post("/fhir/Patient/$merge")
+@app.post(r"/fhir/Patient/\$merge")  # "$" escaped: routes are regular expressions
 def merge_patients() -> Response[str]:
     ctx = request_context(app)
     ctx.require("Patient", Interaction.MERGE)

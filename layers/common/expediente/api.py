@@ -200,6 +200,7 @@ def idempotent(
         expires_after_seconds=settings().idempotency_ttl_s,
         use_local_cache=False,
     )
+    config.register_lambda_context(app.lambda_context)
     wrapped = idempotent_function(
         once, data_keyword_argument="request", persistence_store=_idempotency_store(), config=config
     )

@@ -147,11 +147,9 @@ def validate_folio(value: str, *, where: str = "identifier") -> str:
 
 
 def fold(text: str) -> str:
-    """Upper case without accents, for case- and accent-insensitive search (Ñ stays Ñ)."""
-    out = []
-    for ch in unicodedata.normalize("NFC", text.upper()):
-        if ch == "Ñ":
-            out.append(ch)
-            continue
-        out.append("".join(c for c in unicodedata.normalize("NFD", ch) if not unicodedata.combining(c)))
-    return re.sub(r"\s+", " ", "".join(out)).strip()
+    """Upper case without diacritics, for case- and accent-insensitive search.
+
+    Ñ folds to N too: people type "nunez" on keyboards without ñ.
+    """
+    stripped = "".join(c for c in unicodedata.normalize("NFD", text.upper()) if not unicodedata.combining(c))
+    return re.sub(r"\s+", " ", stripped).strip()
