@@ -1,0 +1,43 @@
+# Expediente — every task starts from a fresh clone: `make run`, `make test`.
+SHELL := /bin/bash
+PYTHON ?= python3
+TOOLS := .tools
+UV := $(TOOLS)/bin/uv
+VENV := .venv
+PY := $(VENV)/bin/python
+export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
+export PATH := $(CURDIR)/$(TOOLS)/bin:$(PATH)
+UV_VERSION := 0.13.9
+
+.PHONY: install run test test-fast lint typecheck synth bench clean
+
+$(UV):
+	$(PYTHON) -m venv $(TOOLS)
+	$(TOOLS)/bin/pip install --quiet "uv==$(UV_VERSION)"
+
+$(VENV)/.synced: $(UV) uv.lock pyproject.toml
+	$(UV) sync --frozen --python $(PYTHON)
+	touch $@
+
+install: $(VENV)/.synced  ## Python deps from the lock file (uv)
+
+run: install  ## the whole system locally: embedded AWS + API on http://127.0.0.1:3000
+	PYTHONPATH=layers/common:. $(PY) -m local
+
+lint: install
+	$(VENV)/bin/ruff check .
+
+typecheck: install
+	$(VENV)/bin/mypy layers/common
+
+test: install lint typecheck  ## every test: unit, integration, infra (synth + cdk-nag + cfn-lint), e2e
+	$(PY) -m pytest -n 2 --dist loadfile -q
+
+synth: install  ## CDK synth (builds the Lambda layer without Docker) with cdk-nag checks
+	$(PY) -m infra.app
+
+bench: install  ## benchmarks; figures are written to benchmarks/README.md
+	PYTHONPATH=layers/common:. $(PY) -m benchmarks
+
+clean:
+	rm -rf build cdk.out .local .pytest_cache .mypy_cache .ruff_cache
