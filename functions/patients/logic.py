@@ -257,7 +257,8 @@ def create(ctx: RequestContext, body: dict[str, Any], *, repo: Repository, clock
     patient_id = new_id()
     if not demo.folio:
         demo = replace(demo, folio=patient_id.upper())
-    _refuse_duplicates(ctx, demo, repo, own_id=None)
+    # No read-before-write: the CURP and folio guards in the create transaction decide, and the
+    # repository names the existing record when one of them fails (409).
     now = _timestamp(clock)
     resource = render(patient_id, demo, body, version=1, now=now)
     repo.create(ctx, patient_id, resource, demo, now)

@@ -154,7 +154,14 @@ class PatientRepository:
         try:
             transact(ops)
         except TransactionConflict as exc:
-            # A concurrent create registered the same CURP or folio first.
+            owner = self.find_by_curp(ctx, demo.curp) if demo.curp else None
+            if owner:
+                raise Duplicate(f"A patient with this CURP is already registered: Patient/{owner}",
+                                expression="Patient.identifier", headers={"Location": f"Patient/{owner}"}) from exc
+            owner = self.find_by_folio(ctx, demo.folio)
+            if owner:
+                raise Duplicate(f"Folio {demo.folio} belongs to Patient/{owner}",
+                                expression="Patient.identifier") from exc
             raise Duplicate("A patient with this CURP or folio was registered at the same time; search for it",
                             expression="Patient.identifier") from exc
 

@@ -1,0 +1,70 @@
+"""``make bench``: the foundation's performance figures, as ratios measured in one run.
+
+1. Cold init of each function (fresh interpreter: import + module init), median of 5,
+   against a baseline that imports only boto3 and the Powertools Logger.
+2. ``GET /fhir/Patient/{id}`` through the local stack (HTTP front door, JWT check, handler,
+   audit write) against a bare DynamoDB ``GetItem`` on the same embedded endpoint: p50 ratio.
+3. AWS calls per request, counted with botocore hooks: read, create, search.
+4. Search cost with 1,000 and 50,000 patients loaded: items read per search and p50 latency.
+
+Figures are printed and written to ``benchmarks/README.md`` (between markers).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from benchmarks import calls, cold, local_http, search_scale
+
+ROOT = Path(__file__).resolve().parent.parent
+README = ROOT / "benchmarks" / "README.md"
+START, END = "<!-- figures:start -->", "<!-- figures:end -->"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--large", type=int, default=50_000, help="patients in the large search run")
+    parser.add_argument("--quick", action="store_true", help="smaller runs, for a smoke check")
+    args = parser.parse_args()
+    large = 5_000 if args.quick else args.large
+    sections = []
+    started = time.perf_counter()
+    sections.append(cold.run(repeats=3 if args.quick else 5))
+    sections.append(local_http.run(requests_count=50 if args.quick else 300))
+    sections.append(calls.run())
+    sections.append(search_scale.run(small=1_000, large=large, searches=30 if args.quick else 100))
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT,
+                            check=False).stdout.strip()
+    header = (f"Measured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} on commit `{commit or 'uncommitted'}`, "
+              f"Python {sys.version.split()[0]}, {_cpus()} CPUs; whole run {time.perf_counter() - started:.0f} s.")
+    text = "\n\n".join([header, *sections])
+    sys.stdout.write(text + "\n")
+    if not args.quick:
+        _write(text)
+    return 0
+
+
+def _cpus() -> int:
+    import os
+
+    return os.cpu_count() or 1
+
+
+def _write(text: str) -> None:
+    current = README.read_text(encoding="utf-8")
+    before, _, rest = current.partition(START)
+    _, _, after = rest.partition(END)
+    README.write_text(f"{before}{START}\n{text}\n{END}{after}", encoding="utf-8")
+
+
+def p50(values: list[float]) -> float:
+    return statistics.median(values)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

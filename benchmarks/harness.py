@@ -1,0 +1,91 @@
+"""An in-process moto world built from infra/definitions, a seeded tenant, and call counters."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import boto3
+from moto import mock_aws
+
+from tests.support.aws import REGION, LambdaContext, User, api_event, create_tables, create_tenant_record, \
+    environment, make_key, reset_caches
+
+TENANT = "t-bench"
+
+
+@contextmanager
+def world() -> Iterator[str]:
+    """Moto tables, KMS key, bus; environment set; yields the app key ARN."""
+    saved = dict(os.environ)
+    os.environ.pop("AWS_ENDPOINT_URL", None)
+    os.environ["AWS_DEFAULT_REGION"] = REGION
+    try:
+        with mock_aws():
+            create_tables(boto3.client("dynamodb", region_name=REGION))
+            key = make_key()
+            boto3.client("events", region_name=REGION).create_event_bus(Name="expediente")
+            os.environ.update(environment(key))
+            os.environ["POWERTOOLS_LOG_LEVEL"] = "WARNING"
+            reset_caches()
+            create_tenant_record(TENANT, key)
+            yield key
+    finally:
+        reset_caches()
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+class AwsCalls:
+    """Counts AWS operations and the time spent inside them, through botocore hooks."""
+
+    def __init__(self) -> None:
+        self.ops: Counter[str] = Counter()
+        self.items_read = 0
+        self.seconds = 0.0
+        self._started: dict[int, float] = {}
+
+    def attach(self, *clients: Any) -> None:
+        for client in clients:
+            client.meta.events.register("before-call", self._before)
+            client.meta.events.register("after-call", self._after)
+
+    def _before(self, model: Any, **_: Any) -> None:
+        self._started[id(model)] = time.perf_counter()
+
+    def _after(self, model: Any, parsed: dict[str, Any], **_: Any) -> None:
+        self.seconds += time.perf_counter() - self._started.pop(id(model), time.perf_counter())
+        self.ops[f"{model.service_model.service_name}:{model.name}"] += 1
+        if model.name in ("Query", "Scan"):
+            self.items_read += int(parsed.get("ScannedCount", 0))
+        elif model.name == "GetItem":
+            self.items_read += 1 if parsed.get("Item") else 0
+        elif model.name == "BatchGetItem":
+            self.items_read += sum(len(v) for v in parsed.get("Responses", {}).values())
+
+    def reset(self) -> None:
+        self.ops.clear()
+        self.items_read = 0
+        self.seconds = 0.0
+
+
+def counters() -> AwsCalls:
+    from expediente import aws
+
+    calls = AwsCalls()
+    calls.attach(aws.client("dynamodb"), aws.client("kms"), aws.client("events"))
+    return calls
+
+
+def call(method: str, path: str, *, role: str = "reception", body: Any = None, query: dict[str, str] | None = None,
+         headers: dict[str, str] | None = None) -> tuple[int, Any]:
+    from functions.patients.handler import lambda_handler
+
+    event = api_event(method, path, user=User(tenant=TENANT, role=role), body=body, query=query, headers=headers)
+    response = lambda_handler(event, LambdaContext())
+    return response["statusCode"], json.loads(response["body"]) if response.get("body") else None
