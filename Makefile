@@ -31,7 +31,9 @@ typecheck: install
 	$(VENV)/bin/mypy layers/common
 
 test: install lint typecheck  ## every test: unit, integration, infra (synth + cdk-nag + cfn-lint), e2e
-	$(PY) -m pytest -n 2 --dist loadfile -q
+	$(PY) -m pytest -n 2 --dist loadfile -q -m "not e2e"
+	# The local stack shares moto's process-wide state, so e2e runs in a process of its own.
+	$(PY) -m pytest -q -m e2e
 
 synth: install  ## CDK synth (builds the Lambda layer without Docker) with cdk-nag checks
 	$(PY) -m infra.app

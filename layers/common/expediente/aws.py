@@ -19,9 +19,15 @@ _DESERIALIZER = TypeDeserializer()
 
 
 @cache
+def session() -> boto3.session.Session:
+    """One session per process, so botocore loads each service model once."""
+    return boto3.session.Session()
+
+
+@cache
 def client(service: str) -> Any:
     """A shared client for ``service`` (dynamodb, kms, events, s3, cognito-idp, sqs)."""
-    return boto3.session.Session().client(service, config=_CONFIG)  # type: ignore[call-overload]
+    return session().client(service, config=_CONFIG)  # type: ignore[call-overload]
 
 
 def to_item(values: dict[str, Any]) -> dict[str, Any]:

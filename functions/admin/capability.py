@@ -1,0 +1,218 @@
+"""The FHIR ``CapabilityStatement`` served at ``GET /fhir/metadata``.
+
+:data:`RESOURCES` is the one declaration of what the API serves: each domain that
+adds a resource type, an interaction, a search parameter or an operation adds it
+here, in the same change that implements it, and ``tests/unit/admin`` checks the
+statement against the permission table. Nothing else builds the statement.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+# Bump when RESOURCES changes: CapabilityStatement.date is when the statement last changed.
+STATEMENT_DATE = "2025-11-25"
+SOFTWARE_VERSION = "0.1.0"
+FHIR_VERSION = "4.0.1"
+
+_SP = "http://hl7.org/fhir/SearchParameter/"
+
+
+@dataclass(frozen=True)
+class SearchParam:
+    """One search parameter of a resource type (``type`` is the FHIR search-param-type code)."""
+
+    name: str
+    type: str
+    documentation: str
+    definition: str | None = None
+
+    def render(self) -> dict[str, Any]:
+        param: dict[str, Any] = {"name": self.name, "type": self.type, "documentation": self.documentation}
+        if self.definition:
+            param["definition"] = self.definition
+        return param
+
+
+@dataclass(frozen=True)
+class Operation:
+    """A FHIR operation on a resource type (``name`` without the ``$``)."""
+
+    name: str
+    definition: str
+    documentation: str
+
+
+@dataclass(frozen=True)
+class ResourceCapability:
+    """What the API does with one resource type.
+
+    ``interactions`` are FHIR type-restful-interaction codes (``read``, ``vread``,
+    ``history-instance``, ``search-type``, ``create``, ``update``).
+    """
+
+    type: str
+    interactions: tuple[str, ...]
+    search_params: tuple[SearchParam, ...] = ()
+    operations: tuple[Operation, ...] = ()
+    conditional_create: bool = False
+    documentation: str = ""
+
+    def render(self) -> dict[str, Any]:
+        resource: dict[str, Any] = {
+            "type": self.type,
+            "profile": f"http://hl7.org/fhir/StructureDefinition/{self.type}",
+            "interaction": [{"code": code} for code in self.interactions],
+        }
+        if self.documentation:
+            resource["documentation"] = self.documentation
+        if "update" in self.interactions:
+            # Updates must name the version they change (If-Match); none creates a resource.
+            resource["versioning"] = "versioned-update"
+            resource["updateCreate"] = False
+        elif {"vread", "history-instance"} & set(self.interactions):
+            resource["versioning"] = "versioned"
+        if {"vread", "history-instance"} & set(self.interactions):
+            resource["readHistory"] = True
+        if "create" in self.interactions:
+            resource["conditionalCreate"] = self.conditional_create
+        if "update" in self.interactions or "create" in self.interactions:
+            resource["conditionalUpdate"] = False
+            # NOM-004-SSA3 5.11: nothing is ever deleted; deactivation is an update (active=false).
+            resource["conditionalDelete"] = "not-supported"
+        if self.search_params:
+            resource["searchParam"] = [param.render() for param in self.search_params]
+        if self.operations:
+            resource["operation"] = [
+                {"name": op.name, "definition": op.definition, "documentation": op.documentation}
+                for op in self.operations
+            ]
+        return resource
+
+
+_COUNT = SearchParam("_count", "number", "Page size (default and maximum are set per deployment); "
+                     "follow the Bundle's next link (_page) for more")
+_ACTIVE = SearchParam("active", "token", "true or false")
+_MAINTAINED = ("read", "vread", "history-instance", "search-type", "create", "update")
+
+RESOURCES: tuple[ResourceCapability, ...] = (
+    ResourceCapability(
+        type="Patient",
+        interactions=_MAINTAINED,
+        conditional_create=True,
+        documentation="One record per patient per clinic chain (NOM-004-SSA3 5.14), identified by CURP "
+        "(NOM-024-SSA3 Tabla 1). Conditional create with If-None-Exist: identifier=system|value.",
+        search_params=(
+            SearchParam("identifier", "token", "CURP (urn:oid:2.16.840.1.113883.4.629) or folio",
+                        f"{_SP}Patient-identifier"),
+            SearchParam("family", "string", "Surname(s), starts with, accent-insensitive",
+                        f"{_SP}individual-family"),
+            SearchParam("given", "string", "Given name(s), starts with, accent-insensitive",
+                        f"{_SP}individual-given"),
+            SearchParam("name", "string", "Any part of the name, starts with, accent-insensitive",
+                        f"{_SP}Patient-name"),
+            SearchParam("birthdate", "date", "Birth date, with eq/ge/le/gt/lt prefixes",
+                        f"{_SP}individual-birthdate"),
+            SearchParam("gender", "token", "male | female | other | unknown", f"{_SP}individual-gender"),
+            SearchParam("active", "token", "true or false", f"{_SP}Patient-active"),
+            _COUNT,
+        ),
+        operations=(
+            Operation("merge", "http://hl7.org/fhir/OperationDefinition/Patient-merge",
+                      "Merge a confirmed duplicate (source-patient) into target-patient; administrative role"),
+        ),
+    ),
+    ResourceCapability(
+        type="Organization",
+        interactions=_MAINTAINED,
+        documentation="The clinic chain (the tenant) and its clinics: child Organizations with partOf = the chain, "
+        "identified by CLUES (urn:oid:2.16.840.1.113883.4.631), unique per chain. Never deleted: deactivate "
+        "with active=false.",
+        search_params=(
+            SearchParam("identifier", "token", "CLUES, as system|value or value", f"{_SP}Organization-identifier"),
+            SearchParam("name", "string", "Name starts with, accent-insensitive", f"{_SP}Organization-name"),
+            SearchParam("partof", "reference", "Organization/<id> of the parent (the chain)",
+                        f"{_SP}Organization-partof"),
+            SearchParam("active", "token", "true or false", f"{_SP}Organization-active"),
+            _COUNT,
+        ),
+    ),
+    ResourceCapability(
+        type="Practitioner",
+        interactions=_MAINTAINED,
+        documentation="Health professionals of the chain, identified by cédula profesional "
+        "(urn:oid:2.16.840.1.113883.3.215.12.18), unique per chain; qualification.issuer names the "
+        "title-issuing institution (Ley General de Salud art. 83). Never deleted: deactivate with active=false.",
+        search_params=(
+            SearchParam("identifier", "token", "Cédula profesional, as system|value or value",
+                        f"{_SP}Practitioner-identifier"),
+            SearchParam("family", "string", "Surname(s) starts with, accent-insensitive", f"{_SP}individual-family"),
+            SearchParam("given", "string", "A given name starts with, accent-insensitive", f"{_SP}individual-given"),
+            SearchParam("name", "string", "Surname(s) or a given name starts with, accent-insensitive",
+                        f"{_SP}Practitioner-name"),
+            SearchParam("active", "token", "true or false", f"{_SP}Practitioner-active"),
+            _COUNT,
+        ),
+    ),
+    ResourceCapability(
+        type="AuditEvent",
+        interactions=("search-type",),
+        documentation="The application audit trail (NOM-024-SSA3 traceability), read-only: the auditor role "
+        "sees the whole chain, the patient role only the records about their own patient record. Results are "
+        "newest first unless _sort=date.",
+        search_params=(
+            SearchParam("patient", "reference", "Patient/<id> or <id>", f"{_SP}AuditEvent-patient"),
+            SearchParam("agent", "reference", "The acting user's id (Cognito sub)", f"{_SP}AuditEvent-agent"),
+            SearchParam("date", "date", "When recorded; ge/gt/le/lt/eq prefixes; at most two values (AND)",
+                        f"{_SP}AuditEvent-date"),
+            SearchParam("_sort", "special", "date (oldest first) or -date (newest first, the default)"),
+            _COUNT,
+        ),
+    ),
+)
+
+
+def capability_statement(base_url: str) -> dict[str, Any]:
+    """The ``CapabilityStatement`` (FHIR R4 4.0.1) of this deployment, rooted at ``base_url``."""
+    return {
+        "resourceType": "CapabilityStatement",
+        "id": "expediente",
+        "url": f"{base_url}/fhir/metadata",
+        "version": SOFTWARE_VERSION,
+        "name": "ExpedienteCapabilityStatement",
+        "title": "Expediente: expediente clínico electrónico (NOM-024-SSA3-2012, NOM-004-SSA3-2012)",
+        "status": "active",
+        "experimental": False,
+        "date": STATEMENT_DATE,
+        "publisher": "Expediente",
+        "kind": "instance",
+        "software": {"name": "Expediente", "version": SOFTWARE_VERSION},
+        "implementation": {"description": "Expediente FHIR R4 API", "url": f"{base_url}/fhir"},
+        "fhirVersion": FHIR_VERSION,
+        "format": ["json", "application/fhir+json"],
+        "rest": [
+            {
+                "mode": "server",
+                "documentation": "Every request except this statement needs a Cognito ID token "
+                "(Authorization: Bearer). POST accepts an Idempotency-Key header. Errors are OperationOutcome.",
+                "security": {
+                    "cors": True,
+                    "service": [
+                        {
+                            "coding": [
+                                {
+                                    "system": "http://terminology.hl7.org/CodeSystem/restful-security-service",
+                                    "code": "OAuth",
+                                }
+                            ],
+                            "text": "Amazon Cognito user pool (OAuth 2.0 / OpenID Connect ID tokens)",
+                        }
+                    ],
+                    "description": "The tenant (clinic chain), roles and clinics come only from the verified "
+                    "token; a resource of another chain answers 404.",
+                },
+                "resource": [resource.render() for resource in RESOURCES],
+            }
+        ],
+    }
