@@ -8,8 +8,9 @@ Two kinds of output, both under ``build/`` at the repository root:
 * ``build/functions/<id>/<id>/`` — one code asset per ``FunctionDef``, so the handler string is
   ``<id>.handler.lambda_handler``.
 
-The pip step is the only slow part (it downloads about 15 MB); it is skipped when
-``build/layer.stamp`` records the same hash of the exported requirements and install options.
+The install step is the only slow part (it downloads about 15 MB); it is skipped, and uv is not
+even needed, when ``build/layer.stamp`` records the same hash of ``uv.lock`` and the install
+options (:func:`layer_digest`).
 Everything else is recopied on every build, so a synth always ships the current source.
 
 Run as ``python -m infra.build`` or call :func:`build_all`. Raises :class:`BuildError` with the
@@ -18,6 +19,9 @@ failing command's output when uv or the install fails.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import functools
 import hashlib
 import importlib.util
 import os
@@ -25,6 +29,7 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -58,8 +63,8 @@ class BuildPaths:
 
 
 def _uv_command() -> list[str]:
-    """uv from PATH, else the ``uv`` module of this interpreter (``python -m uv``)."""
-    found = shutil.which("uv")
+    """uv from PATH (or ``$UV``, which ``uv run`` sets), else ``python -m uv`` in this interpreter."""
+    found = shutil.which("uv") or os.environ.get("UV")
     if found:
         return [found]
     if importlib.util.find_spec("uv") is not None:
@@ -96,6 +101,28 @@ def runtime_requirements() -> str:
     return "\n".join(kept) + "\n"
 
 
+# --no-deps: the export is the complete, locked closure.
+_INSTALL_OPTIONS = (
+    "--python-platform", TARGET_PLATFORM, "--python-version", TARGET_PYTHON,
+    "--only-binary", ":all:", "--no-deps",
+)
+
+
+def layer_digest(*, compiled: bool) -> str:
+    """Hash of everything that decides the installed dependency tree.
+
+    The lock file, the install options, what the runtime provides and whether bytecode is
+    compiled. Computed without running uv, so an up-to-date layer needs no uv at all.
+    """
+    parts = [
+        (REPO_ROOT / "uv.lock").read_text(),
+        *_INSTALL_OPTIONS,
+        ",".join(sorted(RUNTIME_PROVIDED)),
+        f"compiled={compiled}",
+    ]
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()
+
+
 def build_layer(build_dir: Path = BUILD_DIR) -> Path:
     """Build the dependency layer; return the directory that holds ``python/``."""
     layer_dir = build_dir / "layer"
@@ -103,28 +130,19 @@ def build_layer(build_dir: Path = BUILD_DIR) -> Path:
     # Kept beside the asset, not in it, so they do not end up in the layer zip.
     stamp = build_dir / "layer.stamp"
     req_file = build_dir / "layer-requirements.txt"
-    requirements = runtime_requirements()
-    install_opts = [
-        "--python-platform", TARGET_PLATFORM, "--python-version", TARGET_PYTHON,
-        "--only-binary", ":all:", "--no-deps",
-    ]
     interpreter = _target_interpreter()
-    # The stamp covers everything that changes the installed tree, bytecode included.
-    digest = hashlib.sha256(
-        "\n".join([requirements, *install_opts, f"compiled={interpreter is not None}"]).encode()
-    ).hexdigest()
+    digest = layer_digest(compiled=interpreter is not None)
 
     if not (stamp.is_file() and stamp.read_text().strip() == digest and site.is_dir()):
         if layer_dir.exists():
             shutil.rmtree(layer_dir)
         site.mkdir(parents=True)
-        req_file.write_text(requirements)
+        req_file.write_text(runtime_requirements())
         # uv's pip interface takes the same platform options as `pip install --platform
         # manylinux2014_aarch64 --implementation cp --python-version 3.12 --only-binary=:all:`;
-        # the project venv has no pip, and uv is already required for the export above.
-        # --no-deps: the export is the complete, locked closure.
+        # the project venv has no pip, and uv is already required for the export.
         _run([
-            *_uv_command(), "pip", "install", "--quiet", "--target", str(site), *install_opts,
+            *_uv_command(), "pip", "install", "--quiet", "--target", str(site), *_INSTALL_OPTIONS,
             "-r", str(req_file),
         ])
         # Console scripts are useless in a layer and carry this machine's interpreter path,
@@ -161,6 +179,7 @@ def build_function(function_id: str, build_dir: Path = BUILD_DIR) -> Path:
     return asset
 
 
+@functools.cache
 def _target_interpreter() -> str | None:
     """A working CPython 3.12: ``$EXPEDIENTE_PYTHON312`` or ``python3.12`` on PATH, else None.
 
@@ -190,10 +209,26 @@ def _compile_for_target(directory: Path, interpreter: str | None) -> None:
           str(directory)])
 
 
+@contextlib.contextmanager
+def _exclusive(build_dir: Path) -> Iterator[None]:
+    """Hold an exclusive lock on ``build_dir`` (test workers and a synth may build at once)."""
+    build_dir.mkdir(parents=True, exist_ok=True)
+    with (build_dir / ".lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
 def build_all(build_dir: Path = BUILD_DIR) -> BuildPaths:
-    """Build the layer and one asset per function in ``definitions.FUNCTIONS``."""
-    layer = build_layer(build_dir)
-    functions = {fn.id: build_function(fn.id, build_dir) for fn in definitions.FUNCTIONS}
+    """Build the layer and one asset per function in ``definitions.FUNCTIONS``.
+
+    Raises BuildError when uv or the install fails, or a declared function has no folder.
+    """
+    with _exclusive(build_dir):
+        layer = build_layer(build_dir)
+        functions = {fn.id: build_function(fn.id, build_dir) for fn in definitions.FUNCTIONS}
     return BuildPaths(layer=layer, functions=functions)
 
 

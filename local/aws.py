@@ -28,6 +28,7 @@ import contextlib
 import json
 import logging
 import os
+import socket
 import threading
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -37,7 +38,7 @@ import boto3
 import requests
 from botocore.config import Config
 from moto.server import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
-from werkzeug.serving import BaseWSGIServer, make_server
+from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 
 from infra.definitions import BUCKETS, FUNCTIONS, QUEUES, ROLES, RULES, TABLES, USER_ATTRIBUTES, QueueDef
 from local.routes import RouteTable
@@ -118,6 +119,21 @@ def temporary_environ(values: Mapping[str, str]) -> Iterator[None]:
                 os.environ[name] = value
 
 
+def bind_wsgi_server(host: str, port: int, app: Any, handler: type[WSGIRequestHandler]) -> BaseWSGIServer:
+    """A threaded werkzeug server for ``app`` listening on ``host:port`` (0 = any free port).
+
+    Binds the socket itself: werkzeug, on a busy port, prints a message and calls ``sys.exit``;
+    this raises OSError instead, so callers can stop what they started and report it.
+    """
+    listener = socket.create_server((host, port))
+    try:
+        return make_server(
+            host, listener.getsockname()[1], app, threaded=True, request_handler=handler, fd=listener.fileno()
+        )
+    finally:
+        listener.close()  # the server works on its own duplicate of the descriptor
+
+
 class _QuietMotoRequestHandler(MotoRequestHandler):
     """moto's request handler without the per-request access log (S3 keys, noise); errors still log."""
 
@@ -131,7 +147,7 @@ class EmbeddedAws:
     moto's ``ThreadedMotoServer`` binds its socket inside the thread and waits for a ready event
     that is never set when the bind fails, so a busy port hangs it forever. This class serves the
     same moto WSGI application, but binds in the caller's thread so ``start`` raises ``OSError``
-    at once when the port is taken.
+    at once when the port is taken (see ``bind_wsgi_server``).
     """
 
     def __init__(self, *, port: int = DEFAULT_PORT, host: str = HOST) -> None:
@@ -145,7 +161,7 @@ class EmbeddedAws:
         """``http://127.0.0.1:<port>`` (raises RuntimeError before ``start``)."""
         if self._server is None:
             raise RuntimeError("the embedded AWS is not running")
-        return f"http://{self._host}:{self._server.server_port}"
+        return f"http://{self._host}:{self._server.port}"
 
     def start(self) -> str:
         """Bind, serve in the background, reset moto's state and return the endpoint.
@@ -156,7 +172,7 @@ class EmbeddedAws:
         if self._server is not None:
             raise RuntimeError("the embedded AWS is already running")
         app = DomainDispatcherApplication(create_backend_app)
-        self._server = make_server(self._host, self._port, app, threaded=True, request_handler=_QuietMotoRequestHandler)
+        self._server = bind_wsgi_server(self._host, self._port, app, _QuietMotoRequestHandler)
         self._thread = threading.Thread(target=self._server.serve_forever, name="embedded-aws", daemon=True)
         self._thread.start()
         requests.post(f"{self.endpoint}/moto-api/reset", timeout=10).raise_for_status()

@@ -40,12 +40,12 @@ from pathlib import Path
 from typing import Any
 
 from werkzeug.datastructures import Headers
-from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
+from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler
 from werkzeug.wrappers import Request, Response
 
 from infra.definitions import FUNCTIONS, FunctionDef
 from local.auth import IdTokenVerifier, JwksUnavailable, TokenRejected, api_gateway_claims
-from local.aws import HOST, LocalAws, temporary_environ
+from local.aws import HOST, LocalAws, bind_wsgi_server, temporary_environ
 from local.routes import RouteMatch, RouteTable
 
 logger = logging.getLogger(__name__)
@@ -196,13 +196,13 @@ class FrontDoor:
         """``http://127.0.0.1:<port>`` (raises RuntimeError before ``start``)."""
         if self._server is None:
             raise RuntimeError("the front door is not running")
-        return f"http://{HOST}:{self._server.server_port}"
+        return f"http://{HOST}:{self._server.port}"
 
     def start(self, *, port: int = DEFAULT_PORT) -> str:
         """Serve on 127.0.0.1:``port`` in a daemon thread; returns the base URL (OSError if busy)."""
         if self._server is not None:
             raise RuntimeError("the front door is already running")
-        self._server = make_server(HOST, port, self, threaded=True, request_handler=_QuietRequestHandler)
+        self._server = bind_wsgi_server(HOST, port, self, _QuietRequestHandler)
         self._thread = threading.Thread(target=self._server.serve_forever, name="front-door", daemon=True)
         self._thread.start()
         logger.info("front door listening on %s", self.url)
@@ -237,7 +237,7 @@ class FrontDoor:
     def _handle(self, request: Request, request_id: str) -> tuple[Response, str]:
         body = _read_body(request)
         if body is None:
-            return _api_gateway_error(413, "Request Too Long", "RequestTooLargeException"), "(body too large)"
+            return _api_gateway_error(413, _TOO_LARGE_BODY, "RequestTooLargeException"), "(body too large)"
         match = self.routes.resolve(request.path)
         if match is None or (match.route.public and request.method != "GET"):
             return _not_found(request), "(no route)"
@@ -248,10 +248,10 @@ class FrontDoor:
                 claims = api_gateway_claims(self.verifier.verify(request.headers.get("Authorization")))
             except TokenRejected as rejection:
                 logger.debug("unauthorized (request %s): %s", request_id, rejection)
-                return _api_gateway_error(401, "Unauthorized", "UnauthorizedException"), label
+                return _api_gateway_error(401, _UNAUTHORIZED_BODY, "UnauthorizedException"), label
             except JwksUnavailable:
                 logger.exception("cannot verify tokens (request %s)", request_id)
-                return _api_gateway_error(500, None, "AuthorizerConfigurationException"), label
+                return _api_gateway_error(500, _AUTHORIZER_FAILURE_BODY, "AuthorizerConfigurationException"), label
         event = build_proxy_event(
             request, match, body=body, claims=claims, request_id=request_id, account_id=self.local_aws.account_id
         )
@@ -259,7 +259,7 @@ class FrontDoor:
             result = self.runner.invoke(match.route.function_id, event)
             return _proxy_response(result), label
         except FunctionError:
-            return _api_gateway_error(502, "Internal server error", "InternalServerErrorException"), label
+            return _api_gateway_error(502, _FUNCTION_ERROR_BODY, "InternalServerErrorException"), label
 
 
 class _QuietRequestHandler(WSGIRequestHandler):
@@ -349,7 +349,9 @@ def build_proxy_event(
             f"{moment.tm_mday:02d}/{_MONTHS[moment.tm_mon - 1]}/{moment.tm_year}:"
             f"{moment.tm_hour:02d}:{moment.tm_min:02d}:{moment.tm_sec:02d} +0000"
         ),
-        "path": f"/{STAGE}{request.path}",
+        # The path the client called. On execute-api URLs it starts with the stage (/prod/...);
+        # the front door serves without one, like a custom domain, so links built from it work.
+        "path": request.path,
         "accountId": account_id,
         "protocol": request.environ.get("SERVER_PROTOCOL", "HTTP/1.1"),
         "stage": STAGE,
@@ -422,9 +424,16 @@ def _proxy_response(result: Any) -> Response:
     return Response(payload, status=status, headers=headers)
 
 
-def _api_gateway_error(status: int, message: str | None, error_type: str) -> Response:
-    """API Gateway's own error body (``{"message": ...}``), as its default gateway responses send it."""
-    response = Response(json.dumps({"message": message}), status=status, content_type="application/json")
+# API Gateway's default bodies, byte for byte (its templates differ in spacing).
+_UNAUTHORIZED_BODY = '{"message":"Unauthorized"}'
+_TOO_LARGE_BODY = '{"message":"Request Too Long"}'
+_AUTHORIZER_FAILURE_BODY = '{"message":null}'
+_FUNCTION_ERROR_BODY = '{"message": "Internal server error"}'
+
+
+def _api_gateway_error(status: int, body: str, error_type: str) -> Response:
+    """One of API Gateway's own error responses, with its ``x-amzn-ErrorType``."""
+    response = Response(body, status=status, content_type="application/json")
     response.headers["x-amzn-ErrorType"] = error_type
     return response
 

@@ -31,8 +31,8 @@ from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
 from infra import definitions
-from infra.nag import acknowledge
-from infra.naming import pascal
+from infra.nag import INLINE_POLICY_REASON, acknowledge
+from infra.naming import bucket_name, pascal, table_name
 
 # NOM-004-SSA3 5.4: the clinical record is kept at least five years; logs that prove who saw
 # it are kept as long.
@@ -51,21 +51,43 @@ _REPLICATION_REASON = (
     "consent (LFPDPPP). Durability comes from versioning, RETAIN and S3's multi-AZ storage."
 )
 
-
 @dataclass(frozen=True)
 class SharedResources:
-    """What the stateless stack may use from the stateful one (read-only view)."""
+    """What the stateless stack may use from the stateful one.
 
-    tables: Mapping[str, dynamodb.ITable]
-    buckets: Mapping[str, s3.IBucket]
-    queues: Mapping[str, sqs.IQueue]
-    ingest_queue: sqs.IQueue
+    Tables and buckets are passed by physical name (see ``infra.naming``) and imported into the
+    consumer's scope with :meth:`table` and :meth:`bucket`, so grants on them name literal ARNs.
+    """
+
+    table_names: Mapping[str, str]
+    bucket_names: Mapping[str, str]
+    storage_key: kms.IKey
     app_key: kms.IKey
     logs_key: kms.IKey
     event_bus: events.IEventBus
     user_pool: cognito.IUserPool
     user_pool_client: cognito.IUserPoolClient
     alarm_topic: sns.ITopic
+    queues: Mapping[str, sqs.IQueue]
+    ingest_queue: sqs.IQueue
+
+    def table(self, scope: Construct, table_id: str) -> dynamodb.ITable:
+        """Table ``table_id`` (with its indexes and key) as a reference inside ``scope``."""
+        table_def = definitions.table(table_id)
+        return dynamodb.Table.from_table_attributes(
+            scope, f"{pascal(table_id)}Table",
+            table_name=self.table_names[table_id],
+            encryption_key=self.storage_key,
+            global_indexes=[index.name for index in table_def.indexes] or None,
+        )
+
+    def bucket(self, scope: Construct, bucket_id: str) -> s3.IBucket:
+        """Bucket ``bucket_id`` (with its key) as a reference inside ``scope``."""
+        return s3.Bucket.from_bucket_attributes(
+            scope, f"{pascal(bucket_id)}Bucket",
+            bucket_name=self.bucket_names[bucket_id],
+            encryption_key=self.storage_key,
+        )
 
 
 class StatefulStack(cdk.Stack):
@@ -105,8 +127,7 @@ class StatefulStack(cdk.Stack):
 
         self.event_bus = events.EventBus(self, "EventBus", description="Expediente domain events")
         self.queues = {q.id: self._queue(pascal(q.id), q.purpose) for q in definitions.QUEUES}
-        for rule in definitions.RULES:
-            self._rule(rule)
+        self.rules = {rule.id: self._rule(rule) for rule in definitions.RULES}
         self.ingest_queue = self._queue("Ingest", "ObjectCreated notifications of the ingest bucket",
                                         visibility_timeout=INGEST_VISIBILITY_TIMEOUT)
         self._notify_on_upload(self.buckets[INGEST_BUCKET], self.ingest_queue)
@@ -115,10 +136,11 @@ class StatefulStack(cdk.Stack):
         self._trail()
 
         self.resources = SharedResources(
-            tables=self.tables,
-            buckets=self.buckets,
+            table_names={t.id: table_name(name_prefix, t.id) for t in definitions.TABLES},
+            bucket_names={b.id: bucket_name(name_prefix, b.id) for b in definitions.BUCKETS},
             queues=self.queues,
             ingest_queue=self.ingest_queue,
+            storage_key=self.storage_key,
             app_key=self.app_key,
             logs_key=self.logs_key,
             event_bus=self.event_bus,
@@ -161,6 +183,7 @@ class StatefulStack(cdk.Stack):
         string = dynamodb.AttributeType.STRING
         table = dynamodb.Table(
             self, f"{pascal(table_def.id)}Table",
+            table_name=table_name(self._prefix, table_def.id),
             partition_key=dynamodb.Attribute(name=table_def.pk, type=string),
             sort_key=dynamodb.Attribute(name=table_def.sk, type=string) if table_def.sk else None,
             billing_mode=dynamodb.BillingMode.PAY_PER_REQUEST,
@@ -220,10 +243,6 @@ class StatefulStack(cdk.Stack):
             encryption=s3.BucketEncryption.S3_MANAGED,
             **self._secure_bucket_props(),  # type: ignore[arg-type]
         )
-        acknowledge(bucket, "AwsSolutions-S1",
-                    "This is the server access log destination; logging it into itself would loop.")
-        acknowledge(bucket, "HIPAA.Security-S3BucketLoggingEnabled",
-                    "This is the server access log destination; logging it into itself would loop.")
         acknowledge(bucket, "HIPAA.Security-S3DefaultEncryptionKMS",
                     "S3 server access logging can only deliver to SSE-S3 buckets; the logs hold "
                     "request metadata, not clinical data.")
@@ -233,6 +252,7 @@ class StatefulStack(cdk.Stack):
     def _bucket(self, bucket_def: definitions.BucketDef) -> s3.Bucket:
         bucket = s3.Bucket(
             self, f"{pascal(bucket_def.id)}Bucket",
+            bucket_name=bucket_name(self._prefix, bucket_def.id),
             encryption=s3.BucketEncryption.KMS,
             encryption_key=self.storage_key,
             bucket_key_enabled=True,  # one KMS call per bucket key, not per object
@@ -254,7 +274,6 @@ class StatefulStack(cdk.Stack):
             enforce_ssl=True,
             retention_period=cdk.Duration.days(14),
         )
-        acknowledge(dlq, "AwsSolutions-SQS3", "This queue is itself a dead-letter queue.")
         queue = sqs.Queue(
             self, f"{name}Queue",
             encryption=sqs.QueueEncryption.KMS,
@@ -311,8 +330,8 @@ class StatefulStack(cdk.Stack):
                 event="s3:ObjectCreated:*", queue=queue.queue_arn,
             )],
         )
-        assert queue.policy is not None
-        cfn_bucket.add_dependency(queue.policy.node.default_child)  # type: ignore[arg-type]
+        # add_to_resource_policy created the queue's QueuePolicy child.
+        cfn_bucket.node.add_dependency(queue.node.find_child("Policy"))
 
     # Identity ------------------------------------------------------------------------------------
 
@@ -340,12 +359,12 @@ class StatefulStack(cdk.Stack):
             deletion_protection=True,
             removal_policy=cdk.RemovalPolicy.RETAIN,
         )
-        acknowledge(
-            pool, "AwsSolutions-COG3",
+        plus_reason = (
             "Threat protection (adaptive authentication, compromised-credential checks) needs the "
             "Cognito Plus feature plan, billed per monthly active user; every user already has "
-            "required TOTP MFA and no self sign-up. An operator can switch feature_plan to PLUS.",
+            "required TOTP MFA and there is no self sign-up. An operator can switch to PLUS."
         )
+        acknowledge(pool, "AwsSolutions-COG8", plus_reason)
         for role in definitions.ROLES:
             cognito.UserPoolGroup(
                 self, f"{pascal(role)}Group", user_pool=pool, group_name=role,
@@ -354,9 +373,9 @@ class StatefulStack(cdk.Stack):
         # Users must never write their own custom attributes: the tenant and clinics come from
         # them (decision 3), so only admin APIs (AdminUpdateUserAttributes) may change them.
         readable = cognito.ClientAttributes().with_standard_attributes(
-            email=True, email_verified=True, locale=True, zoneinfo=True,
+            email=True, email_verified=True, locale=True, timezone=True,
         ).with_custom_attributes(*definitions.USER_ATTRIBUTES)
-        writable = cognito.ClientAttributes().with_standard_attributes(locale=True, zoneinfo=True)
+        writable = cognito.ClientAttributes().with_standard_attributes(locale=True, timezone=True)
         client = pool.add_client(
             "AppClient",
             auth_flows=cognito.AuthFlow(user_password=True, user_srp=True),
@@ -399,13 +418,17 @@ class StatefulStack(cdk.Stack):
         ))
         trail_bucket = s3.Bucket(
             self, "TrailBucket",
-            encryption=s3.BucketEncryption.KMS,
-            encryption_key=self.trail_key,
-            bucket_key_enabled=True,
+            # CloudTrail encrypts each log file with the trail key itself (SSE-KMS). The bucket
+            # default stays SSE-S3, as in CDK's own trail bucket: a KMS default (and bucket keys)
+            # would change the encryption context that the trail key policy is bound to.
+            encryption=s3.BucketEncryption.S3_MANAGED,
             server_access_logs_bucket=self.access_logs_bucket,
             server_access_logs_prefix="trail/",
             **self._secure_bucket_props(),  # type: ignore[arg-type]
         )
+        acknowledge(trail_bucket, "HIPAA.Security-S3DefaultEncryptionKMS",
+                    "CloudTrail writes every log file SSE-KMS with the trail key; the SSE-S3 default "
+                    "only covers CloudTrail's digest files, which hold hashes, not events.")
         acknowledge(trail_bucket, "HIPAA.Security-S3BucketReplicationEnabled", _REPLICATION_REASON)
         log_group = logs.LogGroup(
             self, "TrailLogs", encryption_key=self.logs_key, retention=LOG_RETENTION,
@@ -422,6 +445,8 @@ class StatefulStack(cdk.Stack):
             send_to_cloud_watch_logs=True,
             cloud_watch_log_group=log_group,
         )
+        acknowledge(trail.node.find_child("LogsRole").node.find_child("DefaultPolicy"),
+                    "HIPAA.Security-IAMNoInlinePolicy", INLINE_POLICY_REASON)
         cfn_trail = trail.node.default_child
         assert isinstance(cfn_trail, cloudtrail.CfnTrail)
         # The L2 construct only knows basic event selectors (S3 and Lambda); DynamoDB data events

@@ -1,0 +1,101 @@
+"""The asynchronous paths of the local stack: S3 ingest → SQS, and bus rules → queues."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from typing import Any
+from urllib.parse import unquote_plus
+
+import pytest
+
+from expediente.events import SOURCE, CriticalResultDetected, DomainEvent, PatientRegistered
+
+pytestmark = pytest.mark.e2e
+
+
+def receive_all(sqs: Any, queue_url: str, *, wait_s: int = 2) -> list[dict[str, Any]]:
+    """Every message now in the queue (deleted after reading), bodies parsed as JSON."""
+    bodies: list[dict[str, Any]] = []
+    while True:
+        answer = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=wait_s)
+        messages = answer.get("Messages", [])
+        if not messages:
+            return bodies
+        for message in messages:
+            bodies.append(json.loads(message["Body"]))
+            sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"])
+        wait_s = 0
+
+
+def put_on_bus(local_aws: Any, event: DomainEvent) -> None:
+    answer = local_aws.client("events").put_events(
+        Entries=[
+            {
+                "Source": SOURCE,
+                "DetailType": event.detail_type(),
+                "Detail": event.model_dump_json(),
+                "EventBusName": local_aws.event_bus_name,
+            }
+        ]
+    )
+    assert answer["FailedEntryCount"] == 0
+
+
+def test_upload_to_ingest_bucket_notifies_the_ingest_queue(local_aws):
+    sqs, s3 = local_aws.client("sqs"), local_aws.client("s3")
+    queue = local_aws.queues["ingest"]
+    key = f"e2e-tenant/uploads/{uuid.uuid4()}.dcm"
+    s3.put_object(Bucket=local_aws.buckets["ingest"], Key=key, Body=b"DICM-not-really")
+
+    records = [
+        record
+        for body in receive_all(sqs, queue.url)
+        if body.get("Event") != "s3:TestEvent"  # S3 (and moto) first sends a test event
+        for record in body.get("Records", [])
+    ]
+    # Keys in S3 notifications are URL-encoded (moto also encodes "/", S3 does not): decode them.
+    created = [r for r in records if unquote_plus(r["s3"]["object"]["key"]) == key]
+    assert len(created) == 1
+    assert created[0]["eventName"].startswith("ObjectCreated:")
+    assert created[0]["s3"]["bucket"]["name"] == local_aws.buckets["ingest"]
+
+
+def test_upload_to_another_bucket_notifies_nobody(local_aws):
+    sqs, s3 = local_aws.client("sqs"), local_aws.client("s3")
+    key = f"e2e-tenant/{uuid.uuid4()}.pdf"
+    s3.put_object(Bucket=local_aws.buckets["documents"], Key=key, Body=b"%PDF-1.7")
+    bodies = receive_all(sqs, local_aws.queues["ingest"].url, wait_s=1)
+    keys = [unquote_plus(record["s3"]["object"]["key"]) for body in bodies for record in body.get("Records", [])]
+    assert key not in keys
+
+
+def test_patient_registered_reaches_the_integration_queue_only(local_aws):
+    sqs = local_aws.client("sqs")
+    event = PatientRegistered(tenant_id="e2e-tenant", patient_id=str(uuid.uuid4()), has_curp=True)
+    put_on_bus(local_aws, event)
+
+    delivered = receive_all(sqs, local_aws.queues["integration"].url)
+    matching = [body for body in delivered if body["detail"].get("patient_id") == event.patient_id]
+    assert len(matching) == 1
+    assert matching[0]["detail-type"] == "PatientRegistered"
+    assert matching[0]["source"] == "expediente"
+    assert PatientRegistered.model_validate(matching[0]["detail"]) == event
+    alerts = receive_all(sqs, local_aws.queues["critical_alerts"].url, wait_s=1)
+    assert [body for body in alerts if body["detail"].get("patient_id") == event.patient_id] == []
+
+
+def test_critical_result_goes_to_critical_alerts_not_integration(local_aws):
+    sqs = local_aws.client("sqs")
+    event = CriticalResultDetected(
+        tenant_id="e2e-tenant", observation_id=str(uuid.uuid4()), patient_id="p-1", code="2823-3",
+        interpretation="HH",
+    )
+    put_on_bus(local_aws, event)
+
+    def ours(bodies: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return [body for body in bodies if body["detail"].get("observation_id") == event.observation_id]
+
+    alerts = ours(receive_all(sqs, local_aws.queues["critical_alerts"].url))
+    assert [body["detail-type"] for body in alerts] == ["CriticalResultDetected"]
+    assert ours(receive_all(sqs, local_aws.queues["integration"].url, wait_s=1)) == []

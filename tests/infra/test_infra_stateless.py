@@ -1,0 +1,258 @@
+"""The stateless stack: one well-configured function per FunctionDef behind a guarded REST API."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from infra import definitions
+from infra.constructs.function import ALIAS_NAME, COGNITO_ADMIN_ACTIONS, handler_for
+from infra.naming import table_name
+from infra.stacks.stateless import ERROR_MESSAGE
+from tests.infra.synth_support import Synth, of_type
+
+pytestmark = pytest.mark.infra
+
+FUNCTION_IDS = [f.id for f in definitions.FUNCTIONS]
+
+
+def _function(synth: Synth, function_id: str) -> tuple[str, dict[str, Any]]:
+    construct = synth.stateless.functions[function_id].function
+    logical_id = synth.stateless.get_logical_id(construct.node.default_child)
+    return logical_id, synth.stateless_template.to_json()["Resources"][logical_id]
+
+
+def _policy_statements(resources: dict[str, Any], role_logical_id: str) -> list[dict[str, Any]]:
+    return [
+        s
+        for p in of_type(resources, "AWS::IAM::Policy").values()
+        if {"Ref": role_logical_id} in p["Properties"]["Roles"]
+        for s in p["Properties"]["PolicyDocument"]["Statement"]
+    ]
+
+
+def _as_list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else [value]
+
+
+def test_one_function_per_definition(stateless_resources: dict[str, Any]) -> None:
+    assert len(of_type(stateless_resources, "AWS::Lambda::Function")) == len(definitions.FUNCTIONS)
+
+
+@pytest.mark.parametrize("function_id", FUNCTION_IDS)
+def test_function_runs_python312_arm64_traced_with_snapstart_and_layer(synth: Synth, function_id: str) -> None:
+    _, fn = _function(synth, function_id)
+    props = fn["Properties"]
+    assert props["Runtime"] == "python3.12"
+    assert props["Architectures"] == ["arm64"]
+    assert props["Handler"] == handler_for(function_id)
+    assert props["TracingConfig"] == {"Mode": "Active"}
+    assert props["SnapStart"] == {"ApplyOn": "PublishedVersions"}
+    assert props["LoggingConfig"]["LogFormat"] == "JSON"
+    layers = of_type(synth.stateless_template.to_json()["Resources"], "AWS::Lambda::LayerVersion")
+    assert props["Layers"] == [{"Ref": next(iter(layers))}]
+    definition = definitions.function(function_id)
+    assert props["MemorySize"] == definition.memory_mb
+    assert props["Timeout"] == definition.timeout_s
+
+
+@pytest.mark.parametrize("function_id", FUNCTION_IDS)
+def test_function_environment_names_its_tables_and_shared_resources(synth: Synth, function_id: str) -> None:
+    _, fn = _function(synth, function_id)
+    env = fn["Properties"]["Environment"]["Variables"]
+    definition = definitions.function(function_id)
+    for table_id in (*definition.writes, *definition.reads):
+        assert env[definitions.table(table_id).env] == table_name("", table_id)
+    undeclared = {t.env for t in definitions.TABLES} - {
+        definitions.table(t).env for t in (*definition.writes, *definition.reads)
+    }
+    assert not undeclared & set(env), "a function only learns the tables it declares"
+    for name in ("KEY_APP_ARN", "EVENT_BUS_NAME", "USER_POOL_ID", "USER_POOL_CLIENT_ID"):
+        assert name in env
+    assert env["POWERTOOLS_SERVICE_NAME"] == f"expediente-{function_id}"
+    assert env["POWERTOOLS_METRICS_NAMESPACE"] == "Expediente"
+    for bucket_def in definitions.BUCKETS:
+        assert (bucket_def.env in env) == (bucket_def.id in definition.buckets_write)
+
+
+@pytest.mark.parametrize("function_id", FUNCTION_IDS)
+def test_function_is_published_behind_the_live_alias(synth: Synth, function_id: str) -> None:
+    logical_id, _ = _function(synth, function_id)
+    resources = synth.stateless_template.to_json()["Resources"]
+    aliases = [a["Properties"] for a in of_type(resources, "AWS::Lambda::Alias").values()
+               if a["Properties"]["FunctionName"] == {"Ref": logical_id}]
+    assert len(aliases) == 1
+    assert aliases[0]["Name"] == ALIAS_NAME
+    version_id = aliases[0]["FunctionVersion"]["Fn::GetAtt"][0]
+    assert resources[version_id]["Type"] == "AWS::Lambda::Version"
+
+
+@pytest.mark.parametrize("function_id", FUNCTION_IDS)
+def test_function_logs_to_its_own_encrypted_log_group(synth: Synth, function_id: str) -> None:
+    _, fn = _function(synth, function_id)
+    group_id = fn["Properties"]["LoggingConfig"]["LogGroup"]["Ref"]
+    group = synth.stateless_template.to_json()["Resources"][group_id]
+    assert "KmsKeyId" in group["Properties"]
+    assert group["Properties"]["RetentionInDays"] >= 365
+
+
+@pytest.mark.parametrize("function_id", FUNCTION_IDS)
+def test_function_has_an_errors_alarm_that_notifies(synth: Synth, function_id: str) -> None:
+    alarm = synth.stateless.functions[function_id].errors_alarm
+    props = synth.stateless_template.to_json()["Resources"][
+        synth.stateless.get_logical_id(alarm.node.default_child)]["Properties"]
+    assert props["MetricName"] == "Errors"
+    assert props["AlarmActions"]
+
+
+@pytest.mark.parametrize("function_id", FUNCTION_IDS)
+def test_function_role_is_least_privilege(synth: Synth, function_id: str) -> None:
+    resources = synth.stateless_template.to_json()["Resources"]
+    _, fn = _function(synth, function_id)
+    role_id = fn["Properties"]["Role"]["Fn::GetAtt"][0]
+    assert "ManagedPolicyArns" not in resources[role_id]["Properties"]
+    statements = _policy_statements(resources, role_id)
+    allowed_dynamo = [s for s in statements if s["Effect"] == "Allow"
+                      and any(a.startswith("dynamodb:") for a in _as_list(s["Action"]))]
+    for statement in allowed_dynamo:
+        assert "*" not in _as_list(statement["Resource"]), "DynamoDB actions must name their tables"
+    definition = definitions.function(function_id)
+    granted = json.dumps(allowed_dynamo)
+    for table_def in definitions.TABLES:
+        name = f"table/{table_name('', table_def.id)}\""
+        assert (name in granted) == (table_def.id in (*definition.writes, *definition.reads)), table_def.id
+    # Decision 5: no Scan in a request path.
+    assert any(s["Effect"] == "Deny" and s["Action"] == "dynamodb:Scan" for s in statements)
+
+    cognito = [a for s in statements for a in _as_list(s["Action"]) if a.startswith("cognito-idp:")]
+    assert sorted(cognito) == (sorted(COGNITO_ADMIN_ACTIONS) if definition.cognito_admin else [])
+    puts_events = any("events:PutEvents" in _as_list(s["Action"]) for s in statements)
+    assert puts_events == definition.puts_events
+
+
+def test_no_policy_allows_dynamodb_on_every_resource(stateful_resources: dict[str, Any],
+                                                     stateless_resources: dict[str, Any]) -> None:
+    policies = {**of_type(stateful_resources, "AWS::IAM::Policy"), **of_type(stateless_resources, "AWS::IAM::Policy")}
+    for logical_id, policy in policies.items():
+        for statement in policy["Properties"]["PolicyDocument"]["Statement"]:
+            if statement["Effect"] == "Allow" and any(a.startswith("dynamodb:") for a in _as_list(statement["Action"])):
+                assert "*" not in _as_list(statement["Resource"]), logical_id
+
+
+def _methods(synth: Synth) -> dict[tuple[str, str], dict[str, Any]]:
+    """(path, HTTP method) -> method properties, with paths rebuilt from the resource tree."""
+    resources = synth.stateless_template.to_json()["Resources"]
+    api_id = synth.stateless.get_logical_id(synth.stateless.api.node.default_child)
+    parts = {k: (v["Properties"]["ParentId"], v["Properties"]["PathPart"])
+             for k, v in of_type(resources, "AWS::ApiGateway::Resource").items()}
+
+    def path(resource_ref: dict[str, Any]) -> str:
+        if "Fn::GetAtt" in resource_ref:  # the API's root resource
+            assert resource_ref["Fn::GetAtt"][0] == api_id
+            return ""
+        parent, part = parts[resource_ref["Ref"]]
+        return f"{path(parent)}/{part}"
+
+    return {(path(m["Properties"]["ResourceId"]), m["Properties"]["HttpMethod"]): m["Properties"]
+            for m in of_type(resources, "AWS::ApiGateway::Method").values()}
+
+
+def test_routes_are_exactly_the_defined_ones(synth: Synth) -> None:
+    expected = {(route, "ANY") for f in definitions.FUNCTIONS for route in f.routes}
+    expected |= {(route, "GET") for f in definitions.FUNCTIONS for route in f.public_routes}
+    assert set(_methods(synth)) == expected
+
+
+def test_every_non_public_method_uses_the_cognito_authorizer(synth: Synth) -> None:
+    public = {route for f in definitions.FUNCTIONS for route in f.public_routes}
+    authorizers = of_type(synth.stateless_template.to_json()["Resources"], "AWS::ApiGateway::Authorizer")
+    (authorizer_id, authorizer), = authorizers.items()
+    assert authorizer["Properties"]["Type"] == "COGNITO_USER_POOLS"
+    for (path, verb), method in _methods(synth).items():
+        if path in public:
+            assert (verb, method["AuthorizationType"]) == ("GET", "NONE")
+        else:
+            assert method["AuthorizationType"] == "COGNITO_USER_POOLS", path
+            assert method["AuthorizerId"] == {"Ref": authorizer_id}, path
+
+
+def test_every_method_validates_requests_and_calls_the_live_alias(synth: Synth) -> None:
+    owner = {route: f.id for f in definitions.FUNCTIONS for route in (*f.routes, *f.public_routes)}
+    for (path, _), method in _methods(synth).items():
+        assert "RequestValidatorId" in method
+        alias = synth.stateless.functions[owner[path]].alias
+        alias_id = synth.stateless.get_logical_id(alias.node.default_child)
+        assert method["Integration"]["Type"] == "AWS_PROXY"
+        assert alias_id in json.dumps(method["Integration"]["Uri"]), path
+
+
+def test_stage_traces_logs_and_throttles(stateless_resources: dict[str, Any]) -> None:
+    (stage,) = of_type(stateless_resources, "AWS::ApiGateway::Stage").values()
+    props = stage["Properties"]
+    assert props["TracingEnabled"] is True
+    assert "DestinationArn" in props["AccessLogSetting"]
+    (settings,) = props["MethodSettings"]
+    assert settings["LoggingLevel"] in ("ERROR", "INFO")
+    assert settings["DataTraceEnabled"] is False, "request bodies carry patient data"
+    assert settings["ThrottlingRateLimit"] > 0
+    assert settings["ThrottlingBurstLimit"] > 0
+
+
+def test_gateway_errors_are_operation_outcomes(stateless_resources: dict[str, Any]) -> None:
+    responses = of_type(stateless_resources, "AWS::ApiGateway::GatewayResponse")
+    types = {r["Properties"]["ResponseType"] for r in responses.values()}
+    assert {"UNAUTHORIZED", "ACCESS_DENIED", "DEFAULT_4XX", "DEFAULT_5XX", "THROTTLED"} <= types
+    for response in responses.values():
+        template = response["Properties"]["ResponseTemplates"]["application/json"]
+        # API Gateway renders $context.error.messageString as a quoted JSON string.
+        body = json.loads(template.replace(ERROR_MESSAGE, '"Invalid request body"'))
+        assert body["resourceType"] == "OperationOutcome"
+        assert body["issue"][0]["code"]
+
+
+def test_waf_guards_the_stage_with_managed_rules_rate_and_size_limits(stateless_resources: dict[str, Any]) -> None:
+    (acl_id, acl), = of_type(stateless_resources, "AWS::WAFv2::WebACL").items()
+    (association,) = of_type(stateless_resources, "AWS::WAFv2::WebACLAssociation").values()
+    assert association["Properties"]["WebACLArn"] == {"Fn::GetAtt": [acl_id, "Arn"]}
+    stage_id = next(iter(of_type(stateless_resources, "AWS::ApiGateway::Stage")))
+    assert stage_id in json.dumps(association["Properties"]["ResourceArn"])
+
+    rules = {r["Name"]: r for r in acl["Properties"]["Rules"]}
+    managed = {r["Statement"]["ManagedRuleGroupStatement"]["Name"]
+               for r in rules.values() if "ManagedRuleGroupStatement" in r["Statement"]}
+    assert {"AWSManagedRulesCommonRuleSet", "AWSManagedRulesKnownBadInputsRuleSet"} <= managed
+    assert rules["RateLimitPerIp"]["Statement"]["RateBasedStatement"]["AggregateKeyType"] == "IP"
+    size_rule = rules["BodyTooLarge"]
+    assert "Block" in size_rule["Action"]
+    assert size_rule["Statement"]["RegexMatchStatement"]["FieldToMatch"] == {
+        "SingleHeader": {"Name": "content-length"}}
+    (logging,) = of_type(stateless_resources, "AWS::WAFv2::LoggingConfiguration").values()
+    assert {"SingleHeader": {"Name": "authorization"}} in logging["Properties"]["RedactedFields"]
+
+
+def test_api_url_is_an_output(synth: Synth) -> None:
+    assert "ApiUrl" in synth.stateless_template.to_json()["Outputs"]
+
+
+def test_cognito_admin_grant_covers_every_cognito_call_in_the_code() -> None:
+    """A Cognito call missing from the grant would fail with AccessDenied only once deployed."""
+    import re
+    from pathlib import Path
+
+    import botocore.session
+
+    operations = set(botocore.session.get_session().get_service_model("cognito-idp").operation_names)
+    granted = {action.split(":", 1)[1] for action in COGNITO_ADMIN_ACTIONS}
+    repo = Path(__file__).resolve().parents[2]
+    for fn in definitions.FUNCTIONS:
+        if not fn.cognito_admin:
+            continue
+        called = set()
+        for source in (repo / "functions" / fn.id).rglob("*.py"):
+            for word in re.findall(r"\b(?:admin|list)_[a-z_]+", source.read_text()):
+                operation = "".join(part.capitalize() for part in word.split("_"))
+                if operation in operations:
+                    called.add(operation)
+        assert called <= granted, f"{fn.id} calls {sorted(called - granted)} without a grant"
