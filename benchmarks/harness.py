@@ -13,8 +13,17 @@ from typing import Any
 import boto3
 from moto import mock_aws
 
-from tests.support.aws import REGION, LambdaContext, User, api_event, create_tables, create_tenant_record, \
-    environment, make_key, reset_caches
+from tests.support.aws import (
+    REGION,
+    LambdaContext,
+    User,
+    api_event,
+    create_tables,
+    create_tenant_record,
+    environment,
+    make_key,
+    reset_caches,
+)
 
 TENANT = "t-bench"
 

@@ -65,8 +65,9 @@ def test_acknowledge_refuses_a_blank_reason() -> None:
 def test_cfn_lint_passes_on_every_template(synth: Synth) -> None:
     templates = synth.template_files()
     assert len(templates) == 2
+    # mx-central-1: see the concrete-environment test
     for template in templates:
-        matches = lint_file(template, ManualArgs(ignore_checks=["W3005"]))  # mx-central-1: see the concrete-environment test
+        matches = lint_file(template, ManualArgs(ignore_checks=["W3005"]))
         assert [str(m) for m in matches] == [], template.name
 
 
