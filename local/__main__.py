@@ -73,6 +73,7 @@ def _banner(stack: LocalStack) -> str:
 def main(argv: list[str] | None = None) -> int:
     """Run until SIGINT/SIGTERM; returns the process exit status."""
     options = _arguments(argv)
+    frontdoor.ensure_code_paths()  # functions/, layers/common (expediente) and ops, however we were launched
     logging.basicConfig(
         level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
@@ -105,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     sys.stdout.write(_banner(stack))
     sys.stdout.flush()
-    while not stop.wait(0.5):
+    while not stop.wait(0.2):
         pass
     logger.info("stopping")
     stack.stop()

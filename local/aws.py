@@ -37,7 +37,7 @@ from typing import Any
 import boto3
 import requests
 from botocore.config import Config
-from moto.server import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
+from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
 from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 
 from infra.definitions import BUCKETS, FUNCTIONS, QUEUES, ROLES, RULES, TABLES, USER_ATTRIBUTES, QueueDef
@@ -66,6 +66,9 @@ DLQ_MAX_RECEIVE_COUNT = 5
 # it does, the local stack adds it here so the S3 → SQS path exists.
 INGEST_BUCKET_ID = "ingest"
 INGEST_QUEUE = QueueDef(id="ingest", purpose="ObjectCreated events of the ingest bucket for dicom_ingest")
+
+# How often a server thread checks for shutdown (werkzeug's default 0.5 s makes Ctrl-C feel slow).
+SERVE_POLL_S = 0.1
 
 _CLIENT_CONFIG = Config(connect_timeout=5, read_timeout=30, retries={"max_attempts": 2, "mode": "standard"})
 
@@ -101,83 +104,68 @@ def boto_session(region: str) -> boto3.Session:
     )
 
 
+# os.environ belongs to the whole process: one overlay at a time.
+_ENVIRON_LOCK = threading.RLock()
+
+
 @contextlib.contextmanager
 def temporary_environ(values: Mapping[str, str]) -> Iterator[None]:
     """Set ``values`` in ``os.environ`` for the block, then restore what was there.
 
-    ``os.environ`` is process-wide: callers hold a lock if other threads may read it meanwhile.
+    Holds a process-wide lock for the whole block, so two overlays (two function invocations,
+    or an invocation and the operator command) never run at the same time.
     """
-    saved = {name: os.environ.get(name) for name in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
+    with _ENVIRON_LOCK:
+        saved = {name: os.environ.get(name) for name in values}
+        os.environ.update(values)
+        try:
+            yield
+        finally:
+            for name, value in saved.items():
+                if value is None:
+                    os.environ.pop(name, None)
+                else:
+                    os.environ[name] = value
 
 
-def bind_wsgi_server(host: str, port: int, app: Any, handler: type[WSGIRequestHandler]) -> BaseWSGIServer:
-    """A threaded werkzeug server for ``app`` listening on ``host:port`` (0 = any free port).
+class BackgroundServer:
+    """A threaded werkzeug server on ``host:port`` (0 = any free port), served by a daemon thread.
 
-    Binds the socket itself: werkzeug, on a busy port, prints a message and calls ``sys.exit``;
-    this raises OSError instead, so callers can stop what they started and report it.
-    """
-    listener = socket.create_server((host, port))
-    try:
-        return make_server(
-            host, listener.getsockname()[1], app, threaded=True, request_handler=handler, fd=listener.fileno()
-        )
-    finally:
-        listener.close()  # the server works on its own duplicate of the descriptor
-
-
-class _QuietMotoRequestHandler(MotoRequestHandler):
-    """moto's request handler without the per-request access log (S3 keys, noise); errors still log."""
-
-    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
-        return
-
-
-class EmbeddedAws:
-    """moto's server (all services, one in-process state) on 127.0.0.1 in a daemon thread.
-
-    moto's ``ThreadedMotoServer`` binds its socket inside the thread and waits for a ready event
-    that is never set when the bind fails, so a busy port hangs it forever. This class serves the
-    same moto WSGI application, but binds in the caller's thread so ``start`` raises ``OSError``
-    at once when the port is taken (see ``bind_wsgi_server``).
+    Binds the socket in the caller's thread: werkzeug, on a busy port, prints a message and calls
+    ``sys.exit``, and moto's ``ThreadedMotoServer`` binds inside its thread and then waits forever
+    for a ready event the failed bind never sets. ``start`` raises OSError instead, so callers can
+    stop what they started and say why.
     """
 
-    def __init__(self, *, port: int = DEFAULT_PORT, host: str = HOST) -> None:
-        self._host = host
-        self._port = port
+    def __init__(self, name: str, app: Any, handler: type[WSGIRequestHandler]) -> None:
+        self._name = name
+        self._app = app
+        self._handler = handler
         self._server: BaseWSGIServer | None = None
         self._thread: threading.Thread | None = None
 
-    @property
-    def endpoint(self) -> str:
-        """``http://127.0.0.1:<port>`` (raises RuntimeError before ``start``)."""
+    def url(self, host: str = HOST) -> str:
+        """``http://<host>:<port>`` (raises RuntimeError when not running)."""
         if self._server is None:
-            raise RuntimeError("the embedded AWS is not running")
-        return f"http://{self._host}:{self._server.port}"
+            raise RuntimeError(f"the {self._name} is not running")
+        return f"http://{host}:{self._server.port}"
 
-    def start(self) -> str:
-        """Bind, serve in the background, reset moto's state and return the endpoint.
-
-        Raises OSError if the port is in use. moto keeps one state per process, so the reset
-        makes every start a fresh, empty AWS.
-        """
+    def start(self, host: str, port: int) -> None:
+        """Listen and serve in the background (OSError if the port is taken)."""
         if self._server is not None:
-            raise RuntimeError("the embedded AWS is already running")
-        app = DomainDispatcherApplication(create_backend_app)
-        self._server = bind_wsgi_server(self._host, self._port, app, _QuietMotoRequestHandler)
-        self._thread = threading.Thread(target=self._server.serve_forever, name="embedded-aws", daemon=True)
+            raise RuntimeError(f"the {self._name} is already running")
+        listener = socket.create_server((host, port))
+        try:
+            self._server = make_server(
+                host, listener.getsockname()[1], self._app, threaded=True, request_handler=self._handler,
+                fd=listener.fileno(),
+            )
+        finally:
+            listener.close()  # the server works on its own duplicate of the descriptor
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, args=(SERVE_POLL_S,), name=self._name, daemon=True
+        )
         self._thread.start()
-        requests.post(f"{self.endpoint}/moto-api/reset", timeout=10).raise_for_status()
-        logger.info("embedded AWS listening on %s", self.endpoint)
-        return self.endpoint
 
     def stop(self) -> None:
         """Stop serving and close the socket; safe to call twice."""
@@ -189,7 +177,49 @@ class EmbeddedAws:
         server.server_close()
         if thread is not None:
             thread.join(timeout=10)
-        logger.info("embedded AWS stopped")
+        logger.info("%s stopped", self._name)
+
+
+class _QuietMotoRequestHandler(MotoRequestHandler):
+    """moto's request handler without the per-request access log (S3 keys, noise); errors still log."""
+
+    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
+        return
+
+
+class EmbeddedAws:
+    """moto's server (every service, one in-process state) on 127.0.0.1, in a daemon thread.
+
+    Serves the same moto WSGI application as ``ThreadedMotoServer``, through ``BackgroundServer``
+    so that a busy port raises OSError at once instead of hanging.
+    """
+
+    def __init__(self, *, port: int = DEFAULT_PORT, host: str = HOST) -> None:
+        self._host = host
+        self._port = port
+        self._server = BackgroundServer(
+            "embedded AWS", DomainDispatcherApplication(create_backend_app), _QuietMotoRequestHandler
+        )
+
+    @property
+    def endpoint(self) -> str:
+        """``http://127.0.0.1:<port>`` (raises RuntimeError before ``start``)."""
+        return self._server.url(self._host)
+
+    def start(self) -> str:
+        """Bind, serve in the background, reset moto's state and return the endpoint.
+
+        Raises OSError if the port is in use. moto keeps one state per process, so the reset
+        makes every start a fresh, empty AWS.
+        """
+        self._server.start(self._host, self._port)
+        requests.post(f"{self.endpoint}/moto-api/reset", timeout=10).raise_for_status()
+        logger.info("embedded AWS listening on %s", self.endpoint)
+        return self.endpoint
+
+    def stop(self) -> None:
+        """Stop serving and close the socket; safe to call twice."""
+        self._server.stop()
 
 
 @dataclass(frozen=True)
@@ -234,6 +264,44 @@ class LocalAws:
     def jwks_url(self) -> str:
         """Where the embedded Cognito publishes the pool's signing keys."""
         return f"{self.endpoint}/{self.user_pool_id}/.well-known/jwks.json"
+
+    def to_document(self) -> dict[str, Any]:
+        """JSON-ready description (the AWS part of ``.local/stack.json``); ``from_document`` reads it."""
+        return {
+            "aws_endpoint": self.endpoint,
+            "region": self.region,
+            "account_id": self.account_id,
+            "user_pool_id": self.user_pool_id,
+            "user_pool_client_id": self.user_pool_client_id,
+            "key_app_arn": self.key_app_arn,
+            "event_bus_name": self.event_bus_name,
+            "event_bus_arn": self.event_bus_arn,
+            "tables": dict(self.tables),
+            "buckets": dict(self.buckets),
+            "queues": {
+                queue_id: {"name": q.name, "url": q.url, "arn": q.arn, "dlq_url": q.dlq_url, "dlq_arn": q.dlq_arn}
+                for queue_id, q in self.queues.items()
+            },
+            "rules": dict(self.rules),
+        }
+
+    @classmethod
+    def from_document(cls, document: Mapping[str, Any]) -> LocalAws:
+        """The ``LocalAws`` a running stack described with ``to_document`` (KeyError if incomplete)."""
+        return cls(
+            endpoint=document["aws_endpoint"],
+            region=document["region"],
+            account_id=document["account_id"],
+            tables=dict(document["tables"]),
+            buckets=dict(document["buckets"]),
+            queues={queue_id: QueueInfo(id=queue_id, **q) for queue_id, q in document["queues"].items()},
+            event_bus_name=document["event_bus_name"],
+            event_bus_arn=document["event_bus_arn"],
+            rules=dict(document["rules"]),
+            key_app_arn=document["key_app_arn"],
+            user_pool_id=document["user_pool_id"],
+            user_pool_client_id=document["user_pool_client_id"],
+        )
 
     def session(self) -> boto3.Session:
         """A boto3 session with the fake credentials and this region (no endpoint: see ``client``)."""

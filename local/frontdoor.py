@@ -14,11 +14,12 @@ For each HTTP request ``FrontDoor``:
 5. maps the proxy response back to HTTP; a raised exception, a malformed response or a run over
    the function's timeout → 502 ``{"message": "Internal server error"}``.
 
-Every response carries ``x-amzn-RequestId``. Invocations run one at a time under a process-wide
-lock, with the function's environment (``LocalAws.function_env``) applied only for the duration
-of the import and the call: a Lambda execution environment also runs one request at a time, the
-handlers' module-level caches need not be thread-safe, and ``os.environ`` (which differs per
-function in ``POWERTOOLS_SERVICE_NAME``) is never shared by two functions at once. The access log
+Every response carries ``x-amzn-RequestId``. Invocations run one at a time in the process, each
+with its function's environment (``LocalAws.function_env``) applied only for the import and the
+call (``local.aws.temporary_environ`` holds a process-wide lock): a Lambda execution environment
+also runs one request at a time, the handlers' module-level state need not be thread-safe, and
+``os.environ`` (which differs per function in ``POWERTOOLS_SERVICE_NAME``) is never shared by two
+functions at once. The access log
 names the route template, status and request id only: never the query string, a token or a body.
 """
 
@@ -31,21 +32,20 @@ import json
 import logging
 import os
 import sys
-import threading
 import time
 import traceback
 import uuid
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from werkzeug.datastructures import Headers
-from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler
+from werkzeug.serving import WSGIRequestHandler
 from werkzeug.wrappers import Request, Response
 
 from infra.definitions import FUNCTIONS, FunctionDef
 from local.auth import IdTokenVerifier, JwksUnavailable, TokenRejected, api_gateway_claims
-from local.aws import HOST, LocalAws, bind_wsgi_server, temporary_environ
+from local.aws import HOST, BackgroundServer, LocalAws, temporary_environ
 from local.routes import RouteMatch, RouteTable
 
 logger = logging.getLogger(__name__)
@@ -123,13 +123,15 @@ class FunctionRunner:
         self._local_aws = local_aws
         self._definitions = {fn.id: fn for fn in FUNCTIONS}
         self._handlers: dict[str, Handler] = dict(handlers or {})
-        self._lock = threading.Lock()
         ensure_code_paths()
 
     def invoke(self, function_id: str, event: dict[str, Any]) -> Any:
-        """The handler's return value; raises FunctionError like a failed Lambda invocation."""
+        """The handler's return value; raises FunctionError like a failed Lambda invocation.
+
+        One invocation at a time per process: the environment overlay holds a process-wide lock.
+        """
         definition = self._definitions[function_id]
-        with self._lock, temporary_environ(self._local_aws.function_env(function_id)):
+        with temporary_environ(self._local_aws.function_env(function_id)):
             handler = self._load(function_id)
             context = LambdaContext(definition=definition, local_aws=self._local_aws)
             started = time.monotonic()
@@ -161,10 +163,11 @@ class FunctionRunner:
             # Not cached: the next request tries again, so a function written meanwhile is picked up.
             logger.error("cannot import %s: %s", module_name, error)
             raise FunctionError(f"cannot import {module_name}") from error
-        handler = getattr(module, "lambda_handler", None)
-        if not callable(handler):
+        found: object = getattr(module, "lambda_handler", None)
+        if not callable(found):
             logger.error("%s has no callable lambda_handler", module_name)
             raise FunctionError(f"{module_name} has no lambda_handler")
+        handler = cast(Handler, found)
         self._handlers[function_id] = handler
         return handler
 
@@ -186,39 +189,24 @@ class FrontDoor:
         self.verifier = verifier or IdTokenVerifier(
             jwks_url=local_aws.jwks_url, issuer=local_aws.issuer, audience=local_aws.user_pool_client_id
         )
-        self._server: BaseWSGIServer | None = None
-        self._thread: threading.Thread | None = None
+        self._server = BackgroundServer("front door", self, _QuietRequestHandler)
 
     # -- server -----------------------------------------------------------------------------
 
     @property
     def url(self) -> str:
         """``http://127.0.0.1:<port>`` (raises RuntimeError before ``start``)."""
-        if self._server is None:
-            raise RuntimeError("the front door is not running")
-        return f"http://{HOST}:{self._server.port}"
+        return self._server.url()
 
     def start(self, *, port: int = DEFAULT_PORT) -> str:
         """Serve on 127.0.0.1:``port`` in a daemon thread; returns the base URL (OSError if busy)."""
-        if self._server is not None:
-            raise RuntimeError("the front door is already running")
-        self._server = bind_wsgi_server(HOST, port, self, _QuietRequestHandler)
-        self._thread = threading.Thread(target=self._server.serve_forever, name="front-door", daemon=True)
-        self._thread.start()
+        self._server.start(HOST, port)
         logger.info("front door listening on %s", self.url)
         return self.url
 
     def stop(self) -> None:
         """Stop serving and close the socket; safe to call twice."""
-        server, thread = self._server, self._thread
-        self._server = self._thread = None
-        if server is None:
-            return
-        server.shutdown()
-        server.server_close()
-        if thread is not None:
-            thread.join(timeout=10)
-        logger.info("front door stopped")
+        self._server.stop()
 
     # -- WSGI -------------------------------------------------------------------------------
 
@@ -272,18 +260,20 @@ class _QuietRequestHandler(WSGIRequestHandler):
 def _read_body(request: Request) -> bytes | None:
     """The request body, or None if it is over ``MAX_BODY_BYTES`` (drained so the 413 arrives)."""
     declared = request.content_length
-    stream = request.stream
     if declared is not None and declared > MAX_BODY_BYTES:
         if declared <= _DRAIN_LIMIT_BYTES:
-            while stream.read(64 * 1024):
-                pass
+            _drain(request)
         return None
-    body = stream.read(MAX_BODY_BYTES + 1)
+    body = request.stream.read(MAX_BODY_BYTES + 1)
     if len(body) > MAX_BODY_BYTES:
-        while stream.read(64 * 1024):
-            pass
+        _drain(request)
         return None
     return body
+
+
+def _drain(request: Request) -> None:
+    while request.stream.read(64 * 1024):
+        pass
 
 
 def _is_text(content_type: str | None) -> bool:

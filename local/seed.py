@@ -158,9 +158,14 @@ class SeededTenant:
 class CreatedTenant(Protocol):
     """What ``ops.tenants.create_tenant`` returns."""
 
-    tenant_id: str
-    organization_id: str
-    admin_username: str
+    @property
+    def tenant_id(self) -> str: ...
+
+    @property
+    def organization_id(self) -> str: ...
+
+    @property
+    def admin_username(self) -> str: ...
 
 
 TenantCreator = Callable[..., CreatedTenant]

@@ -18,8 +18,8 @@ from typing import Any
 
 from local import aws, frontdoor
 from local.aws import EmbeddedAws, LocalAws, provision
-from local.frontdoor import FrontDoor, FunctionRunner, Handler
-from local.seed import SeededTenant, seed
+from local.frontdoor import FrontDoor
+from local.seed import SeededClinic, SeededTenant, SeededUser, seed
 
 logger = logging.getLogger(__name__)
 
@@ -36,7 +36,7 @@ class LocalStack:
     """Starts, seeds and stops everything; ``start`` returns once requests can be served.
 
     ``seed=False`` skips the demo data (``tenants`` stays empty). ``stack_file=None`` writes no
-    file. ``handlers`` replaces the import of ``functions.<id>.handler`` for the given ids.
+    file.
     """
 
     def __init__(
@@ -47,13 +47,11 @@ class LocalStack:
         region: str = aws.DEFAULT_REGION,
         seed: bool = True,
         stack_file: Path | None = DEFAULT_STACK_FILE,
-        handlers: dict[str, Handler] | None = None,
     ) -> None:
         self._api_port = api_port
         self._region = region
         self._seed = seed
         self.stack_file = stack_file
-        self._handlers = handlers
         self._embedded = EmbeddedAws(port=aws_port)
         self._front_door: FrontDoor | None = None
         self.aws: LocalAws | None = None
@@ -71,7 +69,7 @@ class LocalStack:
         try:
             endpoint = self._embedded.start()
             self.aws = provision(endpoint, self._region)
-            self._front_door = FrontDoor(self.aws, runner=FunctionRunner(self.aws, handlers=self._handlers))
+            self._front_door = FrontDoor(self.aws)
             self.api_url = self._front_door.start(port=self._api_port)
             if self._seed:
                 self.seed_demo_data()
@@ -119,29 +117,48 @@ class LocalStack:
 
 
 def stack_document(local_aws: LocalAws, api_url: str, tenants: list[SeededTenant]) -> dict[str, Any]:
-    """The client's view of the stack: URLs, pool and client ids, demo tenants and users."""
+    """The client's view of the stack: the API URL, the embedded AWS (endpoint, region, pool and
+    client ids, tables, buckets, queues, bus, key: what ``ops.tenants.StackInfo.from_stack_json``
+    and ``LocalAws.from_document`` read) and the demo tenants with their clinics and users."""
     return {
         "api_url": api_url,
-        "aws_endpoint": local_aws.endpoint,
-        "region": local_aws.region,
-        "user_pool_id": local_aws.user_pool_id,
-        "user_pool_client_id": local_aws.user_pool_client_id,
-        # What the operator command needs (ops.tenants.StackInfo.from_stack_json).
-        "tables": dict(local_aws.tables),
-        "key_app_arn": local_aws.key_app_arn,
-        "event_bus_name": local_aws.event_bus_name,
+        **local_aws.to_document(),
         "tenants": [
             {
                 "id": tenant.id,
                 "name": tenant.name,
                 "organization_id": tenant.organization_id,
                 "clinics": [{"id": c.id, "clues": c.clues, "name": c.name} for c in tenant.clinics],
-                "users": [{"username": u.username, "password": u.password, "role": u.role} for u in tenant.users],
+                "users": [
+                    {
+                        "username": u.username,
+                        "password": u.password,
+                        "role": u.role,
+                        **({"practitioner_id": u.practitioner_id} if u.practitioner_id else {}),
+                        **({"patient_id": u.patient_id} if u.patient_id else {}),
+                    }
+                    for u in tenant.users
+                ],
                 "patient_ids": list(tenant.patient_ids),
             }
             for tenant in tenants
         ],
     }
+
+
+def tenants_from_document(document: dict[str, Any]) -> list[SeededTenant]:
+    """The demo tenants a stack file lists (the inverse of ``stack_document``'s ``tenants``)."""
+    return [
+        SeededTenant(
+            id=tenant["id"],
+            name=tenant["name"],
+            organization_id=tenant["organization_id"],
+            clinics=tuple(SeededClinic(**clinic) for clinic in tenant["clinics"]),
+            users=tuple(SeededUser(**user) for user in tenant["users"]),
+            patient_ids=tuple(tenant.get("patient_ids", ())),
+        )
+        for tenant in document["tenants"]
+    ]
 
 
 def write_stack_file(path: Path, document: dict[str, Any]) -> None:

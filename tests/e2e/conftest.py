@@ -1,14 +1,22 @@
 """The local stack, started once per test session, and clients to call it as a user would.
 
+The session's stack is ``python -m local`` itself, run as a child process on free ports with
+its stack file in a temporary folder, exactly as a developer runs it. A child process keeps
+its moto state and the functions' module-level caches (settings, boto3 clients) apart from
+the rest of the test session: ``mock_aws`` resets moto's one per-process state, and ``make
+test`` runs e2e files in the same pytest-xdist workers as the ``mock_aws`` integration tests.
+Set ``EXPEDIENTE_E2E_IN_PROCESS=1`` to start it in this process instead (``LocalStack``), for
+breakpoints in handlers; then run the e2e tests on their own (``pytest tests/e2e``).
+
 Fixtures:
 
-- ``local_stack`` — a ``LocalStack`` on free ports (embedded AWS + front door), seeded with the
-  demo tenants when the seed's prerequisites exist (``ops/tenants.py`` and
-  ``functions/admin/handler.py``), its stack file in a temporary folder;
+- ``local_stack`` — a ``RunningStack``: ``api_url``, ``aws`` (``LocalAws``), ``stack_file``,
+  ``tenants``; seeded with the demo tenants when the seed's prerequisites exist
+  (``ops/tenants.py`` and ``functions/admin/handler.py``);
 - ``local_aws`` — its ``LocalAws`` (endpoint, names, ``client(service)``);
 - ``api`` — an ``Api``: ``api.url``, ``api.anonymous()``, ``api.as_user(role, tenant_index=0)``
   (a ``requests.Session`` with the demo user's bearer token whose relative URLs go to the API),
-  ``api.tenant(index)`` (the seeded tenant: ids, clinics, users);
+  ``api.tenant(index)`` (the seeded tenant: ids, clinics, users, patient ids);
 - ``cognito_user`` — makes a user directly in the pool (any role, tenant, clinics) and returns
   its ID token, for front-door tests that must not depend on the admin function;
 - ``forge_token`` — signs arbitrary claims with the embedded Cognito's own key (moto's static
@@ -17,15 +25,15 @@ Fixtures:
 Tests that need demo users call ``api.as_user`` (or ``api.tenant``): they are skipped while the
 seed's prerequisites are missing and fail if the seed itself failed. Each e2e module sets
 ``pytestmark = pytest.mark.e2e`` so ``-m "not e2e"`` leaves the stack unstarted.
-
-moto keeps one state per process: do not mix these tests with ``mock_aws`` tests in one
-process run in parallel threads. In a normal run e2e tests come first and the stack is reset
-when it starts.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -42,14 +50,27 @@ from moto.utilities.utils import load_resource
 from local.auth import password_login
 from local.aws import LocalAws
 from local.seed import SeededTenant, SeedError
-from local.stack import LocalStack
+from local.stack import LocalStack, read_stack_file, tenants_from_document
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SEED_PREREQUISITES = (
     REPO_ROOT / "ops" / "tenants.py",
     REPO_ROOT / "functions" / "admin" / "handler.py",
 )
+IN_PROCESS = os.environ.get("EXPEDIENTE_E2E_IN_PROCESS") == "1"
+START_TIMEOUT_S = 120
+STOP_TIMEOUT_S = 10
 FHIR_JSON = "application/fhir+json"
+
+
+@dataclass
+class RunningStack:
+    """What the tests know of the running stack, however it was started."""
+
+    api_url: str
+    aws: LocalAws
+    stack_file: Path
+    tenants: list[SeededTenant]
 
 
 class ApiSession(requests.Session):
@@ -62,8 +83,8 @@ class ApiSession(requests.Session):
         if id_token is not None:
             self.headers["Authorization"] = f"Bearer {id_token}"
 
-    def request(self, method: str | bytes, url: str | bytes, *args: Any, **kwargs: Any) -> requests.Response:  # type: ignore[override]
-        if isinstance(url, str) and url.startswith("/"):
+    def request(self, method: str, url: str, *args: Any, **kwargs: Any) -> requests.Response:  # type: ignore[override]
+        if url.startswith("/"):
             url = f"{self.base_url}{url}"
         kwargs.setdefault("timeout", 30)
         return super().request(method, url, *args, **kwargs)
@@ -73,7 +94,7 @@ class ApiSession(requests.Session):
 class Api:
     """Clients of the running local stack, logged in as its demo users on demand."""
 
-    stack: LocalStack
+    stack: RunningStack
     seed_skip_reason: str | None = None
     seed_error: str | None = None
     _tokens: dict[str, str] = field(default_factory=dict)
@@ -100,7 +121,6 @@ class Api:
     def token(self, username: str, password: str) -> str:
         """An ID token for ``username`` (cached for the session; tokens last an hour)."""
         if username not in self._tokens:
-            assert self.stack.aws is not None
             self._tokens[username] = password_login(
                 endpoint=self.stack.aws.endpoint,
                 region=self.stack.aws.region,
@@ -117,35 +137,108 @@ class Api:
         return ApiSession(self.url, self.token(user.username, user.password))
 
 
-@pytest.fixture(scope="session")
-def _stack_and_seed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
-    stack_file = tmp_path_factory.mktemp("local-stack") / "stack.json"
-    stack = LocalStack(aws_port=0, api_port=0, seed=False, stack_file=stack_file)
-    stack.start()
+def _seed_skip_reason() -> str | None:
     missing = [str(path.relative_to(REPO_ROOT)) for path in SEED_PREREQUISITES if not path.exists()]
-    api = Api(stack)
-    if missing:
-        api.seed_skip_reason = f"the demo seed needs {', '.join(missing)}, not written yet"
-    else:
+    return f"the demo seed needs {', '.join(missing)}, not written yet" if missing else None
+
+
+class _ChildStack:
+    """``python -m local`` in a child process, its output in a log file."""
+
+    def __init__(self, folder: Path, *, seed: bool) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        self.stack_file = folder / "stack.json"
+        self.log_file = folder / "local.log"
+        arguments = [sys.executable, "-m", "local", "--aws-port", "0", "--api-port", "0",
+                     "--stack-file", str(self.stack_file)]
+        with self.log_file.open("w", encoding="utf-8") as log:
+            self.process = subprocess.Popen(
+                [*arguments, *([] if seed else ["--no-seed"])],
+                cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT,
+            )
+
+    def wait_ready(self) -> bool:
+        """True once the stack file is written; False if the process exited first."""
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while not self.stack_file.exists():
+            if self.process.poll() is not None:
+                return False
+            if time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"python -m local was not ready in {START_TIMEOUT_S} s:\n{self.log_tail()}")
+            time.sleep(0.1)
+        return True
+
+    def log_tail(self, lines: int = 30) -> str:
+        return "\n".join(self.log_file.read_text(encoding="utf-8", errors="replace").splitlines()[-lines:])
+
+    def running(self) -> RunningStack:
+        document = read_stack_file(self.stack_file)
+        return RunningStack(
+            api_url=document["api_url"],
+            aws=LocalAws.from_document(document),
+            stack_file=self.stack_file,
+            tenants=tenants_from_document(document),
+        )
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGINT)
+            try:
+                self.process.wait(timeout=STOP_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+def _child_stack(folder: Path) -> Iterator[Api]:
+    skip_reason = _seed_skip_reason()
+    seed_error = None
+    child = _ChildStack(folder / "seeded", seed=skip_reason is None) if skip_reason is None else None
+    if child is not None and not child.wait_ready():
+        seed_error = f"python -m local exited with {child.process.returncode}:\n{child.log_tail()}"
+        child = None
+    if child is None:
+        child = _ChildStack(folder / "unseeded", seed=False)
+        if not child.wait_ready():
+            pytest.fail(f"python -m local --no-seed exited with {child.process.returncode}:\n{child.log_tail()}")
+    try:
+        yield Api(child.running(), seed_skip_reason=skip_reason, seed_error=seed_error)
+    finally:
+        child.stop()
+
+
+def _in_process_stack(folder: Path) -> Iterator[Api]:
+    stack = LocalStack(aws_port=0, api_port=0, seed=False, stack_file=folder / "stack.json")
+    stack.start()
+    assert stack.aws is not None and stack.stack_file is not None
+    skip_reason, seed_error = _seed_skip_reason(), None
+    if skip_reason is None:
         try:
             stack.seed_demo_data()
         except (SeedError, ClientError) as error:
-            api.seed_error = f"{type(error).__name__}: {error}"
+            seed_error = f"{type(error).__name__}: {error}"
+    running = RunningStack(stack.api_url, stack.aws, stack.stack_file, stack.tenants)
     try:
-        yield api
+        yield Api(running, seed_skip_reason=skip_reason, seed_error=seed_error)
     finally:
         stack.stop()
 
 
 @pytest.fixture(scope="session")
-def local_stack(_stack_and_seed: Api) -> LocalStack:
+def _stack_and_seed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
+    folder = tmp_path_factory.mktemp("local-stack")
+    yield from (_in_process_stack(folder) if IN_PROCESS else _child_stack(folder))
+
+
+@pytest.fixture(scope="session")
+def local_stack(_stack_and_seed: Api) -> RunningStack:
     """The running local stack (seeded when the seed can run; see ``api.tenants()``)."""
     return _stack_and_seed.stack
 
 
 @pytest.fixture(scope="session")
-def local_aws(local_stack: LocalStack) -> LocalAws:
-    assert local_stack.aws is not None
+def local_aws(local_stack: RunningStack) -> LocalAws:
     return local_stack.aws
 
 
@@ -156,18 +249,18 @@ def api(_stack_and_seed: Api) -> Api:
 
 @pytest.fixture(autouse=True)
 def _embedded_aws_still_provisioned(request: pytest.FixtureRequest) -> None:
-    """Fail clearly if something in this process reset moto (a ``mock_aws`` test, say).
+    """Fail clearly if the embedded AWS lost its state (or its process) under the tests.
 
-    moto keeps one state per process, shared by ``mock_aws`` and the embedded server; a reset
-    would otherwise show up as puzzling 401s and missing tables.
+    In-process, moto's one per-process state is shared with ``mock_aws``, whose reset would
+    otherwise show up as puzzling 401s and missing tables.
     """
     if "local_aws" not in request.fixturenames and "api" not in request.fixturenames:
         return
     local_aws: LocalAws = request.getfixturevalue("local_aws")
     pools = local_aws.client("cognito-idp").list_user_pools(MaxResults=10)["UserPools"]
     if all(pool["Id"] != local_aws.user_pool_id for pool in pools):
-        pytest.fail("the embedded AWS lost its resources: moto was reset in this process (a mock_aws test?); "
-                    "run e2e tests in their own process (pytest -m e2e)")
+        pytest.fail("the embedded AWS lost its resources: moto was reset (a mock_aws test in this process?); "
+                    "run the in-process e2e stack on its own (pytest tests/e2e)")
 
 
 @pytest.fixture(scope="session")
@@ -216,7 +309,7 @@ def forge_token(local_aws: LocalAws) -> Callable[..., str]:
     """
     # moto signs every pool's tokens with this one static key (kid "dummy").
     private_jwk = load_resource("cognitoidp/resources/jwks-private.json")
-    cognito_key = jwt.algorithms.RSAAlgorithm.from_jwk(json.dumps(private_jwk))
+    cognito_key: Any = jwt.algorithms.RSAAlgorithm.from_jwk(json.dumps(private_jwk))
 
     def forge(*, key: Any = None, headers: dict[str, Any] | None = None, **overrides: Any) -> str:
         now = int(time.time())
