@@ -44,5 +44,7 @@ def run() -> str:
         "A read is one `GetItem` plus one audit `PutItem`; a create is one `TransactWriteItems` "
         "(resource, version, guards, index items, audit) after the duplicate checks (`GetItem` on the "
         "CURP and folio guards), plus the `PutEvents` of `PatientRegistered`; with an `Idempotency-Key` "
-        "Powertools adds its record (`PutItem` in progress, `UpdateItem` completed).",
+        "Powertools adds its record (`PutItem` in progress, `UpdateItem` completed). A search that finds "
+        "several patients writes its audit record with one `BatchWriteItem` (the record plus a copy in each "
+        "found patient's trail); finding one patient, one `PutItem`.",
     ])

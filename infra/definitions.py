@@ -3,7 +3,7 @@
 The CDK stacks (``infra/stacks``) and the local stack (``local/``) both build
 their resources from these definitions, so the embedded AWS used by ``make run``
 and the tests has the same tables, indexes, buckets, event rules and routes as a
-deployed stack. ``tests/infra/test_local_matches_cdk.py`` proves it.
+deployed stack. ``tests/infra/test_infra_local_parity.py`` and ``tests/e2e/test_local_matches_cdk.py`` prove it.
 
 Plain Python only: no CDK or boto3 import here.
 """
@@ -173,9 +173,15 @@ USER_ATTRIBUTES: tuple[str, ...] = ("tenant_id", "clinic_ids", "practitioner_id"
 
 def table(table_id: str) -> TableDef:
     """The table definition with this id (raises KeyError)."""
-    return next(t for t in TABLES if t.id == table_id)
+    for t in TABLES:
+        if t.id == table_id:
+            return t
+    raise KeyError(table_id)
 
 
 def function(function_id: str) -> FunctionDef:
     """The function definition with this id (raises KeyError)."""
-    return next(f for f in FUNCTIONS if f.id == function_id)
+    for f in FUNCTIONS:
+        if f.id == function_id:
+            return f
+    raise KeyError(function_id)

@@ -12,8 +12,6 @@ from __future__ import annotations
 import functools
 import json
 from collections.abc import Callable
-from datetime import datetime
-from email.utils import format_datetime
 from typing import Any
 
 from aws_lambda_powertools.event_handler import Response
@@ -51,17 +49,13 @@ def _directory() -> CognitoDirectory:
     return CognitoDirectory(aws.client("cognito-idp"), settings().user_pool_id)
 
 
-def _http_date(instant: str) -> str:
-    return format_datetime(datetime.fromisoformat(instant.replace("Z", "+00:00")), usegmt=True)
-
-
 def _resource_response(stored: Stored | logic.Saved, *, status: int = 200, location: bool = False) -> Response[str]:
     resource = logic.present(stored.resource)
     where = None
     if location:
         where = f"{base_url(app)}/fhir/{resource['resourceType']}/{resource['id']}/_history/{stored.version}"
     return fhir_response(resource, status=status, version=stored.version, location=where,
-                         last_modified=_http_date(resource["meta"]["lastUpdated"]))
+                         last_modified=resource["meta"]["lastUpdated"])
 
 
 def _json(body: Any, *, status: int = 200, headers: dict[str, str] | None = None) -> Response[str]:

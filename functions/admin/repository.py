@@ -208,10 +208,9 @@ class AdminRepository:
             ops.append({"Put": {"TableName": table, "Item": aws.to_item(item)}})
         return ops, guard_at
 
-    def _audit_op(self, ctx: RequestContext, entry: AuditEntry) -> dict[str, Any]:
-        # audit.audit_put names settings().table_audit; the operator command has its own table names.
-        return {"Put": {"TableName": self.tables.audit, "Item": audit.audit_item(ctx, entry),
-                        "ConditionExpression": "attribute_not_exists(pk)"}}
+    def _audit_ops(self, ctx: RequestContext, entry: AuditEntry) -> list[dict[str, Any]]:
+        # The operator command brings its own table names, so the table is passed explicitly.
+        return audit.audit_puts(ctx, entry, table=self.tables.audit)
 
     def save(self, ctx: RequestContext, write: ResourceWrite, *, now: str, entry: AuditEntry) -> None:
         """Store a version with its guard, index items and audit record, atomically.
@@ -220,7 +219,7 @@ class AdminRepository:
         when another writer changed the resource first, Conflict (409) otherwise.
         """
         ops, guard_at = self._resource_ops(ctx.tenant, write, now)
-        ops.append(self._audit_op(ctx, entry))
+        ops += self._audit_ops(ctx, entry)
         try:
             self._transact(ops)
         except TransactionConflict as exc:
@@ -283,7 +282,7 @@ class AdminRepository:
     def save_user(self, ctx: RequestContext, user: UserRecord, *, entry: AuditEntry) -> None:
         """Write a directory entry (version 1 = new) with its audit record; 409/412 on a lost race."""
         try:
-            self._transact([self._user_op(ctx.tenant, user), self._audit_op(ctx, entry)])
+            self._transact([self._user_op(ctx.tenant, user), *self._audit_ops(ctx, entry)])
         except TransactionConflict as exc:
             if user.version == 1:
                 raise Duplicate(f"username: {user.username} is already in this chain's directory",
@@ -301,7 +300,7 @@ class AdminRepository:
         resource_ops, _ = self._resource_ops(ctx.tenant, chain, now)
         ops += resource_ops
         ops.append(self._user_op(ctx.tenant, admin))
-        ops += [self._audit_op(ctx, entry) for entry in entries]
+        ops += [op for entry in entries for op in self._audit_ops(ctx, entry)]
         try:
             self._transact(ops)
         except TransactionConflict as exc:
@@ -315,15 +314,14 @@ class AdminRepository:
         args: dict[str, Any] = {"TableName": self.tables.audit, "Limit": limit, "ScanIndexForward": q.ascending}
         values: dict[str, Any] = {}
         if q.patient is not None:
-            # The partition layouts of expediente.audit.audit_item (gsi1: one patient, gsi2: the agent).
             args["IndexName"], pk, sk = "by_patient", "gsi1pk", "gsi1sk"
-            values[":pk"] = f"{tenant}#PATIENT#{q.patient}"
+            values[":pk"] = audit.patient_partition(tenant, q.patient)
             if q.agent is not None:
                 args["FilterExpression"] = "user_id = :agent"
                 values[":agent"] = q.agent
         elif q.agent is not None:
             args["IndexName"], pk, sk = "by_agent", "gsi2pk", "gsi2sk"
-            values[":pk"] = f"{tenant}#AGENT#{q.agent}"
+            values[":pk"] = audit.agent_partition(tenant, q.agent)
         else:
             pk, sk = "pk", "sk"
             values[":pk"] = audit.audit_partition(tenant)

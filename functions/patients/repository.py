@@ -150,7 +150,7 @@ class PatientRepository:
         ops = self.store.write(ctx.tenant, patient_id, resource, version=1, last_updated=now)
         ops += self._guard_changes(ctx.tenant, patient_id, None, demo)
         ops += self._index_changes(ctx.tenant, patient_id, None, demo)
-        ops.append(audit.audit_put(ctx, AuditEntry("Patient", Action.CREATE, patient_id, (patient_id,), 201)))
+        ops += audit.audit_puts(ctx, AuditEntry("Patient", Action.CREATE, patient_id, (patient_id,), 201))
         try:
             transact(ops)
         except TransactionConflict as exc:
@@ -174,7 +174,7 @@ class PatientRepository:
         ops = self.store.write(ctx.tenant, patient_id, resource, version=previous.version + 1, last_updated=now)
         ops += self._guard_changes(ctx.tenant, patient_id, old, demo)
         ops += self._index_changes(ctx.tenant, patient_id, old, demo)
-        ops.append(audit.audit_put(ctx, AuditEntry("Patient", Action.UPDATE, patient_id, (patient_id,), 200)))
+        ops += audit.audit_puts(ctx, AuditEntry("Patient", Action.UPDATE, patient_id, (patient_id,), 200))
         try:
             transact(ops)
         except TransactionConflict as exc:
@@ -194,8 +194,8 @@ class PatientRepository:
             ops += self.store.write(ctx.tenant, pid, resource, version=previous.version + 1, last_updated=now)
             ops += self._index_changes(ctx.tenant, pid, stored_demographics(previous), demo)
         ids = (source[0]["id"], target[0]["id"])
-        ops.append(audit.audit_put(ctx, AuditEntry("Patient", Action.MERGE, ids[1], ids, 200,
-                                                   detail={"source": ids[0], "target": ids[1]})))
+        ops += audit.audit_puts(ctx, AuditEntry("Patient", Action.MERGE, ids[1], ids, 200,
+                                                   detail={"source": ids[0], "target": ids[1]}))
         try:
             transact(ops)
         except TransactionConflict as exc:

@@ -13,6 +13,8 @@ import hashlib
 import json
 import re
 from collections.abc import Callable
+from datetime import UTC, datetime
+from email.utils import format_datetime
 from functools import cache
 from typing import Any
 
@@ -140,8 +142,14 @@ def fhir_response(
     if location:
         headers["Location"] = location
     if last_modified:
-        headers["Last-Modified"] = last_modified
+        headers["Last-Modified"] = http_date(last_modified)
     return Response(status_code=status, content_type=FHIR_JSON, body=json.dumps(resource), headers=headers)
+
+
+def http_date(instant: str) -> str:
+    """An ISO-8601 instant (``meta.lastUpdated``) as an HTTP-date (RFC 9110), as ``Last-Modified`` requires."""
+    parsed = datetime.fromisoformat(instant.replace("Z", "+00:00"))
+    return format_datetime(parsed.astimezone(UTC), usegmt=True)
 
 
 @cache

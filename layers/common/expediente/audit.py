@@ -69,14 +69,30 @@ def _keys(tenant: TenantId) -> str:
     return f"{tenant}#AUDIT"
 
 
-def audit_item(ctx: RequestContext, entry: AuditEntry, *, now: datetime | None = None) -> dict[str, Any]:
-    """The audit record as a DynamoDB item (typed), for a put or a transaction."""
+def patient_partition(tenant: TenantId, patient_id: str) -> str:
+    """The ``by_patient`` index partition of one patient's audit trail."""
+    return f"{tenant}#PATIENT#{patient_id}"
+
+
+def agent_partition(tenant: TenantId, user_id: str) -> str:
+    """The ``by_agent`` index partition of one user's actions."""
+    return f"{tenant}#AGENT#{user_id}"
+
+
+def audit_items(ctx: RequestContext, entry: AuditEntry, *, now: datetime | None = None) -> list[dict[str, Any]]:
+    """The audit record as DynamoDB items (typed): the record, plus one patient-index copy per patient
+    when the request touched several (a search, a merge), so each patient's own trail shows it.
+
+    The record sits in the tenant's audit partition and the ``by_agent`` index; it is in the
+    ``by_patient`` index itself when it touched exactly one patient. Copies live in a separate
+    partition (so the tenant-wide listing shows each request once) and carry the record's id.
+    """
     recorded = (now or datetime.now(UTC)).isoformat(timespec="milliseconds").replace("+00:00", "Z")
     record_id = str(uuid.uuid4())
-    single_patient = entry.patient_ids[0] if len(entry.patient_ids) == 1 else None
+    sort_key = f"{recorded}#{record_id}"
     values: dict[str, Any] = {
         "pk": _keys(ctx.tenant),
-        "sk": f"{recorded}#{record_id}",
+        "sk": sort_key,
         "id": record_id,
         "recorded": recorded,
         "tenant": ctx.tenant,
@@ -96,31 +112,52 @@ def audit_item(ctx: RequestContext, entry: AuditEntry, *, now: datetime | None =
         "source_ip": ctx.source_ip,
         "user_agent": ctx.user_agent[:512],
         "request_id": ctx.request_id,
-        "gsi2pk": f"{ctx.tenant}#AGENT#{ctx.user_id}",
-        "gsi2sk": f"{recorded}#{record_id}",
+        "gsi2pk": agent_partition(ctx.tenant, ctx.user_id),
+        "gsi2sk": sort_key,
     }
-    if single_patient:
-        values["gsi1pk"] = f"{ctx.tenant}#PATIENT#{single_patient}"
-        values["gsi1sk"] = f"{recorded}#{record_id}"
-    return aws.to_item(values)
+    if len(entry.patient_ids) == 1:
+        values["gsi1pk"] = patient_partition(ctx.tenant, entry.patient_ids[0])
+        values["gsi1sk"] = sort_key
+        return [aws.to_item(values)]
+    copies = []
+    for patient_id in dict.fromkeys(entry.patient_ids):
+        copy = {k: v for k, v in values.items() if k not in ("gsi2pk", "gsi2sk")}
+        copy.update({"pk": f"{_keys(ctx.tenant)}#PATIENT-INDEX", "sk": f"{sort_key}#{patient_id}",
+                     "gsi1pk": patient_partition(ctx.tenant, patient_id), "gsi1sk": sort_key})
+        copies.append(aws.to_item(copy))
+    return [aws.to_item(values), *copies]
 
 
-def audit_put(ctx: RequestContext, entry: AuditEntry) -> dict[str, Any]:
-    """A ``TransactWriteItems`` element that writes the audit record (append-only)."""
-    return {
-        "Put": {
-            "TableName": settings().table_audit,
-            "Item": audit_item(ctx, entry),
-            "ConditionExpression": "attribute_not_exists(pk)",
-        }
-    }
+def audit_puts(ctx: RequestContext, entry: AuditEntry, *, table: str | None = None) -> list[dict[str, Any]]:
+    """``TransactWriteItems`` elements that write the audit record (append-only puts)."""
+    return [
+        {"Put": {"TableName": table or settings().table_audit, "Item": item,
+                 "ConditionExpression": "attribute_not_exists(pk)"}}
+        for item in audit_items(ctx, entry)
+    ]
 
 
 def record(ctx: RequestContext, entry: AuditEntry) -> None:
-    """Write one audit record now. Raises :class:`AuditUnavailable` (503) if it fails."""
-    put = audit_put(ctx, entry)["Put"]
+    """Write one audit record now. Raises :class:`AuditUnavailable` (503) if it fails.
+
+    One ``PutItem`` for a request about one patient (or none); one ``BatchWriteItem`` per 25 items
+    when it touched several.
+    """
+    table = settings().table_audit
+    items = audit_items(ctx, entry)
+    client = aws.client("dynamodb")
     try:
-        aws.client("dynamodb").put_item(**put)
+        if len(items) == 1:
+            client.put_item(TableName=table, Item=items[0], ConditionExpression="attribute_not_exists(pk)")
+            return
+        for start in range(0, len(items), 25):
+            pending: dict[str, Any] = {table: [{"PutRequest": {"Item": i}} for i in items[start:start + 25]]}
+            for _ in range(5):
+                pending = client.batch_write_item(RequestItems=pending).get("UnprocessedItems") or {}
+                if not pending:
+                    break
+            if pending:
+                raise AuditUnavailable("The access could not be audited, so no data is returned")
     except (BotoCoreError, ClientError) as exc:
         raise AuditUnavailable("The access could not be audited, so no data is returned") from exc
 

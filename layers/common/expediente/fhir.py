@@ -144,7 +144,8 @@ def validate(model: type[Any], data: dict[str, Any]) -> Any:
         return model.model_validate(data)
     except ValidationError as exc:
         first = exc.errors()[0]
-        where = ".".join(str(p) for p in first.get("loc", ()) if p != "__root__")
+        where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in first.get("loc", ())
+                        if p != "__root__").lstrip(".")
         resource_type = data.get("resourceType", model.__name__)
         location = f"{resource_type}.{where}" if where else str(resource_type)
         raise Invalid(f"{location}: {first.get('msg', 'invalid')}", expression=location) from exc

@@ -27,7 +27,7 @@ def patient_access(caller: Caller, patient_id: str, action: Action = Action.READ
         audit.record(ctx, entry)
     else:
         boto3.client("dynamodb", region_name=REGION).put_item(
-            TableName=table_name("audit"), Item=audit.audit_item(ctx, entry, now=when))
+            TableName=table_name("audit"), Item=audit.audit_items(ctx, entry, now=when)[0])
 
 
 def events(reply) -> list[dict]:

@@ -100,11 +100,25 @@ def test_conditional_create_returns_the_existing_patient(reception):
     assert reply.body["id"] == first
 
 
-def test_concurrent_creates_with_one_curp_store_exactly_one_record(reception):
+def test_concurrent_creates_with_one_curp_store_exactly_one_record(reception, monkeypatch):
+    # DynamoDB applies each transaction atomically; in-process moto does not guard its tables against
+    # threads, so each moto request is serialized here while the handlers themselves race freely.
+    from moto.dynamodb.models import DynamoDBBackend
+
+    lock = threading.Lock()
+    original = DynamoDBBackend.transact_write_items
+
+    def atomic(self, *args, **kwargs):
+        with lock:
+            return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(DynamoDBBackend, "transact_write_items", atomic)
     curp = make_curp(prefix="COCU")
     results = []
+    start = threading.Barrier(6)
 
     def register():
+        start.wait()
         results.append(reception.create(patient_body(curp)).status)
 
     threads = [threading.Thread(target=register) for _ in range(6)]
@@ -112,8 +126,8 @@ def test_concurrent_creates_with_one_curp_store_exactly_one_record(reception):
         t.start()
     for t in threads:
         t.join()
-    assert sorted(results).count(201) == 1
-    assert set(results) <= {201, 409}
+    assert len(results) == 6
+    assert sorted(results) == [201, 409, 409, 409, 409, 409]
     found = reception.search(identifier=f"{CURP_SYSTEM}|{curp}")
     assert len(found.body["entry"]) == 1
 
@@ -382,3 +396,25 @@ def test_reads_make_no_kms_call_once_warm(reception, world):
     reception.read(pid)
     reception.create(patient_body(make_curp(prefix="WARN")))
     assert calls == []
+
+
+def test_a_search_shows_in_each_found_patients_own_audit_trail(reception, as_role):
+    from functions.admin.handler import lambda_handler as admin_handler
+    from tests.conftest import invoke
+    from tests.support.aws import User, api_event
+
+    first = reception.create(patient_body(make_curp(prefix="TAZA"), family="Trazabilidad")).body["id"]
+    second = reception.create(patient_body(make_curp(prefix="TEZB"), family="Trazabilidad")).body["id"]
+    assert len(reception.search(family="trazab").body["entry"]) == 2
+    for pid in (first, second):
+        me = User(tenant="t-chain-a", role="patient", patient_id=pid)
+        reply = invoke(admin_handler, api_event("GET", "/fhir/AuditEvent", user=me, query={"patient": pid}))
+        assert reply.status == 200, reply.body
+        actions = [e["resource"]["subtype"][0]["code"] for e in reply.body["entry"]]
+        assert actions.count("search-type") == 1
+        assert actions.count("create") == 1
+    auditor = User(tenant="t-chain-a", role="auditor")
+    everything = invoke(admin_handler, api_event("GET", "/fhir/AuditEvent", user=auditor)).body["entry"]
+    searches = [e for e in everything
+                if any(str(x.get("description", "")).startswith("Patient search") for x in e["resource"]["entity"])]
+    assert len(searches) == 1  # the tenant-wide listing shows the request once
