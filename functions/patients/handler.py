@@ -42,10 +42,6 @@ def _patient_id(value: str) -> str:
     return value
 
 
-def _render(stored: Stored) -> dict[str, Any]:
-    return stored.resource
-
-
 def _read_response(stored: Stored) -> Response[str]:
     return fhir_response(stored.resource, version=stored.version, last_modified=stored.last_updated)
 

@@ -196,7 +196,8 @@ def render(patient_id: str, demo: Demographics, body: dict[str, Any], *, version
                                                                                       ids.FOLIO_SYSTEM)]
     if demo.curp:
         identifiers.insert(0, {"use": "official", "system": ids.CURP_SYSTEM, "value": demo.curp})
-    identifiers.insert(1 if demo.curp else 0, {"use": "usual", "system": ids.FOLIO_SYSTEM, "value": demo.folio})
+    if demo.folio:
+        identifiers.insert(1 if demo.curp else 0, {"use": "usual", "system": ids.FOLIO_SYSTEM, "value": demo.folio})
     family = " ".join(p for p in (demo.first_surname, demo.second_surname) if p)
     family_ext = [{"url": FATHERS_FAMILY, "valueString": demo.first_surname}]
     if demo.second_surname:

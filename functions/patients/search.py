@@ -24,7 +24,7 @@ from expediente.errors import Invalid
 from .model import Demographics
 
 SUPPORTED = frozenset({"identifier", "family", "given", "name", "birthdate", "gender", "active",
-                       "_count", "_page", "_total", "_id"})
+                       "_count", "_page", "_id"})
 _DATE = re.compile(r"^(eq|ne|gt|lt|ge|le|sa|eb)?(\d{4}(-\d{2}(-\d{2})?)?)$")
 _HIGH = "\uffff"
 
