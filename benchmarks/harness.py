@@ -10,7 +10,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-import boto3
 from moto import mock_aws
 
 from tests.support.aws import (
@@ -18,10 +17,9 @@ from tests.support.aws import (
     LambdaContext,
     User,
     api_event,
-    create_tables,
     create_tenant_record,
     environment,
-    make_key,
+    provision,
     reset_caches,
 )
 
@@ -36,9 +34,7 @@ def world() -> Iterator[str]:
     os.environ["AWS_DEFAULT_REGION"] = REGION
     try:
         with mock_aws():
-            create_tables(boto3.client("dynamodb", region_name=REGION))
-            key = make_key()
-            boto3.client("events", region_name=REGION).create_event_bus(Name="expediente")
+            key, _ = provision()
             os.environ.update(environment(key))
             os.environ["POWERTOOLS_LOG_LEVEL"] = "WARNING"
             reset_caches()

@@ -16,10 +16,9 @@ from tests.support.aws import (
     LambdaContext,
     User,
     api_event,
-    create_tables,
     create_tenant_record,
     environment,
-    make_key,
+    provision,
     reset_caches,
 )
 
@@ -53,15 +52,7 @@ def world(monkeypatch: pytest.MonkeyPatch) -> Iterator[World]:
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
     with mock_aws():
-        create_tables(boto3.client("dynamodb", region_name=REGION))
-        key_arn = make_key()
-        events = boto3.client("events", region_name=REGION)
-        events.create_event_bus(Name="expediente")
-        sqs = boto3.client("sqs", region_name=REGION)
-        queue_url = sqs.create_queue(QueueName="all-events")["QueueUrl"]
-        queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-        events.put_rule(Name="all", EventBusName="expediente", EventPattern=json.dumps({"source": ["expediente"]}))
-        events.put_targets(Rule="all", EventBusName="expediente", Targets=[{"Id": "q", "Arn": queue_arn}])
+        key_arn, queue_url = provision()
         for name, value in environment(key_arn).items():
             monkeypatch.setenv(name, value)
         reset_caches()

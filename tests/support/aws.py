@@ -158,3 +158,18 @@ class LambdaContext:
 
 def make_key() -> str:
     return boto3.client("kms", region_name=REGION).create_key(Description="app")["KeyMetadata"]["Arn"]
+
+
+def provision() -> tuple[str, str]:
+    """Inside an active ``mock_aws``: every table, the app KMS key, the event bus and a queue that
+    receives every Expediente event. Returns (key ARN, queue URL)."""
+    create_tables(boto3.client("dynamodb", region_name=REGION))
+    key_arn = make_key()
+    events = boto3.client("events", region_name=REGION)
+    events.create_event_bus(Name="expediente")
+    sqs = boto3.client("sqs", region_name=REGION)
+    queue_url = sqs.create_queue(QueueName="all-events")["QueueUrl"]
+    queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    events.put_rule(Name="all", EventBusName="expediente", EventPattern=json.dumps({"source": ["expediente"]}))
+    events.put_targets(Rule="all", EventBusName="expediente", Targets=[{"Id": "q", "Arn": queue_arn}])
+    return key_arn, queue_url
