@@ -38,8 +38,12 @@ test: install lint typecheck  ## every test: unit, integration, infra (synth + c
 synth: install  ## CDK synth (builds the Lambda layer without Docker) with cdk-nag checks
 	$(PY) -m infra.app
 
-bench: install  ## benchmarks; figures are written to benchmarks/README.md
-	PYTHONPATH=layers/common:. $(PY) -m benchmarks
+node_modules/.installed: package.json package-lock.json
+	npm ci --no-audit --no-fund
+	touch $@
+
+bench: install node_modules/.installed  ## benchmarks; figures are written to benchmarks/README.md
+	PYTHONPATH=layers/common:. POWERTOOLS_LOG_LEVEL=WARNING $(PY) -m benchmarks
 
 clean:
 	rm -rf build cdk.out .local .pytest_cache .mypy_cache .ruff_cache

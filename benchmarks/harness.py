@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import boto3
 from moto import mock_aws
 
 from tests.support.aws import (
@@ -17,6 +18,7 @@ from tests.support.aws import (
     LambdaContext,
     User,
     api_event,
+    create_tables,
     create_tenant_record,
     environment,
     provision,
@@ -27,14 +29,21 @@ TENANT = "t-bench"
 
 
 @contextmanager
-def world() -> Iterator[str]:
-    """Moto tables, KMS key, bus; environment set; yields the app key ARN."""
+def world(*, dynamodb_endpoint: str | None = None) -> Iterator[str]:
+    """Moto tables, KMS key, bus; environment set; yields the app key ARN.
+
+    With ``dynamodb_endpoint``, DynamoDB calls go to that engine instead (dynalite), with the same
+    tables; everything else stays in moto.
+    """
     saved = dict(os.environ)
     os.environ.pop("AWS_ENDPOINT_URL", None)
     os.environ["AWS_DEFAULT_REGION"] = REGION
     try:
         with mock_aws():
             key, _ = provision()
+            if dynamodb_endpoint:
+                os.environ["AWS_ENDPOINT_URL_DYNAMODB"] = dynamodb_endpoint
+                create_tables(boto3.client("dynamodb", region_name=REGION, endpoint_url=dynamodb_endpoint))
             os.environ.update(environment(key))
             os.environ["POWERTOOLS_LOG_LEVEL"] = "WARNING"
             reset_caches()

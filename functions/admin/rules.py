@@ -12,9 +12,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from fhir.resources.R4B.organization import Organization
-from fhir.resources.R4B.practitioner import Practitioner
-
 from expediente import identifiers
 from expediente.context import valid_resource_id
 from expediente.errors import Invalid, Unprocessable
@@ -131,12 +128,11 @@ class OrganizationRules:
     """
 
     resource_type = "Organization"
-    model = Organization
     search_params = frozenset({"identifier", "name", "partof", "active", "_count", "_page"})
 
     def normalize(self, body: dict[str, Any], place: Placement, *, is_chain: bool) -> dict[str, Any]:
         """The resource to store (without id/meta); raises Invalid (400) or Unprocessable (422)."""
-        resource: dict[str, Any] = validate(Organization, _strip_server_fields(body)).model_dump(mode="json")
+        resource: dict[str, Any] = validate("Organization", _strip_server_fields(body)).model_dump(mode="json")
         # The tenant identifier is the server's to assign (on the chain only).
         kept = [i for i in resource.pop("identifier", []) if i.get("system") != TENANT_SYSTEM]
         if kept:
@@ -235,12 +231,11 @@ class PractitionerRules:
     """Health professionals: cédula profesional, name, and (LGS art. 83) the title-issuing institution."""
 
     resource_type = "Practitioner"
-    model = Practitioner
     search_params = frozenset({"identifier", "family", "given", "name", "active", "_count", "_page"})
 
     def normalize(self, body: dict[str, Any], place: Placement, *, is_chain: bool = False) -> dict[str, Any]:
         """The resource to store (without id/meta); raises Invalid (400) naming the field."""
-        resource: dict[str, Any] = validate(Practitioner, _strip_server_fields(body)).model_dump(mode="json")
+        resource: dict[str, Any] = validate("Practitioner", _strip_server_fields(body)).model_dump(mode="json")
         names = resource.get("name") or []
         if not names:
             raise Invalid("Practitioner.name is required (family and given)", expression="Practitioner.name")

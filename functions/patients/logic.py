@@ -12,8 +12,6 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from fhir.resources.R4B.patient import Patient
-
 from expediente import identifiers as ids
 from expediente.context import RequestContext
 from expediente.errors import Conflict, Duplicate, Invalid, NotFound, PreconditionFailed, Unprocessable
@@ -83,7 +81,7 @@ def _extension(items: list[dict[str, Any]] | None, url: str) -> dict[str, Any] |
 
 def demographics(body: dict[str, Any]) -> Demographics:
     """Check a Patient body against FHIR R4 and NOM-024 Tabla 1; raise :class:`Invalid` naming the field."""
-    validate(Patient, body)
+    validate("Patient", body)
     curp: str | None = None
     folio: str | None = None
     for index, identifier in enumerate(body.get("identifier") or []):
@@ -240,7 +238,7 @@ def render(patient_id: str, demo: Demographics, body: dict[str, Any], *, version
     }
     if demo.links:
         resource["link"] = [{"other": {"reference": f"Patient/{other}"}, "type": kind} for other, kind in demo.links]
-    validate(Patient, resource)
+    validate("Patient", resource)
     return resource
 
 

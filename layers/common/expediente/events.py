@@ -27,7 +27,7 @@ def _now() -> str:
 
 
 class DomainEvent(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
     tenant_id: str
     occurred_at: str = Field(default_factory=_now)
     request_id: str | None = None

@@ -138,14 +138,20 @@ def history_bundle(*, base_url: str, path: str, versions: Sequence[dict[str, Any
     return bundle
 
 
-def validate(model: type[Any], data: dict[str, Any]) -> Any:
-    """Validate ``data`` against an R4B model; 400 naming the element on failure."""
+def validate(resource_type: str, data: dict[str, Any]) -> Any:
+    """Validate ``data`` as an R4B ``resource_type``; 400 naming the element on failure.
+
+    The model is imported on first use: a function that only reads never pays for the FHIR
+    model classes at cold start.
+    """
+    from fhir.resources.R4B import get_fhir_model_class
+
+    model = get_fhir_model_class(resource_type)
     try:
         return model.model_validate(data)
     except ValidationError as exc:
         first = exc.errors()[0]
         where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in first.get("loc", ())
                         if p != "__root__").lstrip(".")
-        resource_type = data.get("resourceType", model.__name__)
-        location = f"{resource_type}.{where}" if where else str(resource_type)
+        location = f"{resource_type}.{where}" if where else resource_type
         raise Invalid(f"{location}: {first.get('msg', 'invalid')}", expression=location) from exc

@@ -9,10 +9,13 @@ from __future__ import annotations
 import os
 from functools import cache
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 
 class Settings(BaseModel):
+    # Build the validator on first use, not at import: cold starts pay only for what they use.
+    model_config = ConfigDict(defer_build=True)
+
     region: str = "us-east-1"
     table_patients: str = ""
     table_admin: str = ""

@@ -1,5 +1,4 @@
 import pytest
-from fhir.resources.R4B.patient import Patient
 
 from expediente.api import http_date
 from expediente.errors import Invalid
@@ -8,7 +7,7 @@ from expediente.fhir import validate
 
 def test_validation_error_names_the_element_with_indexes():
     with pytest.raises(Invalid) as caught:
-        validate(Patient, {"resourceType": "Patient", "identifier": [{"value": 5, "period": {"start": "soon"}}]})
+        validate("Patient", {"resourceType": "Patient", "identifier": [{"value": 5, "period": {"start": "soon"}}]})
     assert caught.value.expression == "Patient.identifier[0].period.start"
 
 
