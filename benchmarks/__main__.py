@@ -37,7 +37,7 @@ def main() -> int:
     sections.append(cold.run(repeats=3 if args.quick else 5))
     sections.append(local_http.run(requests_count=50 if args.quick else 300))
     sections.append(calls.run())
-    sections.append(search_scale.run(small=1_000, large=large, searches=12 if args.quick else 36))
+    sections.append(search_scale.run(small=1_000, large=large, searches=12 if args.quick else 60))
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT,
                             check=False).stdout.strip()
     header = (f"Measured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} on commit `{commit or 'uncommitted'}`, "

@@ -42,8 +42,9 @@ def run() -> str:
         *rows,
         "",
         "A read is one `GetItem` plus one audit `PutItem`; a create is one `TransactWriteItems` "
-        "(resource, version, guards, index items, audit) after the duplicate checks (`GetItem` on the "
-        "CURP and folio guards), plus the `PutEvents` of `PatientRegistered`; with an `Idempotency-Key` "
+        "(resource, version, CURP and folio guards, index items, audit; a taken CURP fails the guard's "
+        "condition, and only then is the guard read to name the existing record), plus the `PutEvents` "
+        "of `PatientRegistered`; with an `Idempotency-Key` "
         "Powertools adds its record (`PutItem` in progress, `UpdateItem` completed). A search that finds "
         "several patients writes its audit record with one `BatchWriteItem` (the record plus a copy in each "
         "found patient's trail); finding one patient, one `PutItem`.",
