@@ -22,8 +22,7 @@ Fixtures:
 - ``forge_token`` — signs arbitrary claims with the embedded Cognito's own key (moto's static
   key), for expired, foreign-audience and other tokens Cognito would never issue.
 
-Tests that need demo users call ``api.as_user`` (or ``api.tenant``): they are skipped while the
-seed's prerequisites are missing and fail if the seed itself failed. Each e2e module sets
+Tests that need demo users call ``api.as_user`` (or ``api.tenant``): they fail if the seed failed. Each e2e module sets
 ``pytestmark = pytest.mark.e2e`` so ``-m "not e2e"`` leaves the stack unstarted.
 """
 
@@ -53,10 +52,6 @@ from local.seed import SeededTenant, SeedError
 from local.stack import LocalStack, read_stack_file, tenants_from_document
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-SEED_PREREQUISITES = (
-    REPO_ROOT / "ops" / "tenants.py",
-    REPO_ROOT / "functions" / "admin" / "handler.py",
-)
 IN_PROCESS = os.environ.get("EXPEDIENTE_E2E_IN_PROCESS") == "1"
 START_TIMEOUT_S = 120
 STOP_TIMEOUT_S = 10
@@ -95,7 +90,6 @@ class Api:
     """Clients of the running local stack, logged in as its demo users on demand."""
 
     stack: RunningStack
-    seed_skip_reason: str | None = None
     seed_error: str | None = None
     _tokens: dict[str, str] = field(default_factory=dict)
 
@@ -108,9 +102,7 @@ class Api:
         return ApiSession(self.url)
 
     def tenants(self) -> list[SeededTenant]:
-        """The seeded tenants (skips the test if the seed cannot run yet, fails if it failed)."""
-        if self.seed_skip_reason is not None:
-            pytest.skip(self.seed_skip_reason)
+        """The seeded tenants (fails the test if seeding failed)."""
         if self.seed_error is not None:
             pytest.fail(f"seeding the local stack failed: {self.seed_error}")
         return self.stack.tenants
@@ -135,11 +127,6 @@ class Api:
         """A session with the bearer token of the demo user with ``role`` in that tenant."""
         user = self.tenant(tenant_index).user(role)
         return ApiSession(self.url, self.token(user.username, user.password))
-
-
-def _seed_skip_reason() -> str | None:
-    missing = [str(path.relative_to(REPO_ROOT)) for path in SEED_PREREQUISITES if not path.exists()]
-    return f"the demo seed needs {', '.join(missing)}, not written yet" if missing else None
 
 
 class _ChildStack:
@@ -192,18 +179,11 @@ class _ChildStack:
 
 
 def _child_stack(folder: Path) -> Iterator[Api]:
-    skip_reason = _seed_skip_reason()
-    seed_error = None
-    child = _ChildStack(folder / "seeded", seed=skip_reason is None) if skip_reason is None else None
-    if child is not None and not child.wait_ready():
-        seed_error = f"python -m local exited with {child.process.returncode}:\n{child.log_tail()}"
-        child = None
-    if child is None:
-        child = _ChildStack(folder / "unseeded", seed=False)
-        if not child.wait_ready():
-            pytest.fail(f"python -m local --no-seed exited with {child.process.returncode}:\n{child.log_tail()}")
+    child = _ChildStack(folder / "seeded", seed=True)
+    if not child.wait_ready():
+        pytest.fail(f"python -m local exited with {child.process.returncode}:\n{child.log_tail()}")
     try:
-        yield Api(child.running(), seed_skip_reason=skip_reason, seed_error=seed_error)
+        yield Api(child.running())
     finally:
         child.stop()
 
@@ -212,15 +192,14 @@ def _in_process_stack(folder: Path) -> Iterator[Api]:
     stack = LocalStack(aws_port=0, api_port=0, seed=False, stack_file=folder / "stack.json")
     stack.start()
     assert stack.aws is not None and stack.stack_file is not None
-    skip_reason, seed_error = _seed_skip_reason(), None
-    if skip_reason is None:
-        try:
-            stack.seed_demo_data()
-        except (SeedError, ClientError) as error:
-            seed_error = f"{type(error).__name__}: {error}"
+    seed_error = None
+    try:
+        stack.seed_demo_data()
+    except (SeedError, ClientError) as error:
+        seed_error = f"{type(error).__name__}: {error}"
     running = RunningStack(stack.api_url, stack.aws, stack.stack_file, stack.tenants)
     try:
-        yield Api(running, seed_skip_reason=skip_reason, seed_error=seed_error)
+        yield Api(running, seed_error=seed_error)
     finally:
         stack.stop()
 
