@@ -7,11 +7,13 @@ leaves: writes inside their transaction, reads with :func:`expediente.audit.reco
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import parse_qsl
 
 from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from expediente import audit, events
+from expediente import identifiers as ids
 from expediente.api import (
     base_url,
     create_app,
@@ -68,7 +70,7 @@ def create_patient() -> Response[str]:
                 return _read_response(existing)
         saved = logic.create(ctx, body, repo=repository())
         events.publish(events.PatientRegistered(tenant_id=ctx.tenant, patient_id=saved.resource["id"],
-                                                has_curp=any(i["system"] == logic.ids.CURP_SYSTEM
+                                                has_curp=any(i["system"] == ids.CURP_SYSTEM
                                                              for i in saved.resource["identifier"]),
                                                 request_id=ctx.request_id))
         logger.info("patient registered", extra={"tenant": ctx.tenant, "patient_id": saved.resource["id"]})
@@ -85,7 +87,7 @@ def create_patient() -> Response[str]:
 
 def _conditional_match(ctx: RequestContext, condition: str) -> Stored | None:
     """``If-None-Exist: identifier=system|value``: the one existing match, None, or 412 when several."""
-    params = dict(part.split("=", 1) for part in condition.split("&") if "=" in part)
+    params = dict(parse_qsl(condition, keep_blank_values=True))
     if set(params) != {"identifier"}:
         raise Invalid("If-None-Exist supports identifier=system|value", expression="If-None-Exist")
     found = _search_by_identifier(ctx, search.parse(params))
@@ -99,16 +101,16 @@ def _search_by_identifier(ctx: RequestContext, q: search.PatientQuery) -> list[S
     system, value = q.identifier
     repo = repository()
     matches: list[str] = []
-    if system in (None, logic.ids.CURP_SYSTEM):
+    if system in (None, ids.CURP_SYSTEM):
         try:
-            curp = logic.ids.validate_curp(value, where="identifier")
+            curp = ids.validate_curp(value, where="identifier")
         except Invalid:
             if system is not None:
                 raise
         else:
             found = repo.find_by_curp(ctx, curp)
             matches += [found] if found else []
-    if system in (None, logic.ids.FOLIO_SYSTEM) and not matches:
+    if system in (None, ids.FOLIO_SYSTEM) and not matches:
         found = repo.find_by_folio(ctx, value.strip().upper())
         matches += [found] if found else []
     return repo.get_many(ctx, matches)

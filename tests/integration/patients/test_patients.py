@@ -98,6 +98,9 @@ def test_conditional_create_returns_the_existing_patient(reception):
     reply = reception.create(patient_body(curp), headers={"If-None-Exist": f"identifier={CURP_SYSTEM}|{curp}"})
     assert reply.status == 200
     assert reply.body["id"] == first
+    encoded = reception.create(patient_body(curp), headers={"If-None-Exist": f"identifier={CURP_SYSTEM}%7C{curp}"})
+    assert encoded.status == 200
+    assert encoded.body["id"] == first
 
 
 def test_concurrent_creates_with_one_curp_store_exactly_one_record(reception, monkeypatch):
