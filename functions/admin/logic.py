@@ -293,7 +293,7 @@ def create_user(ctx: RequestContext, body: Mapping[str, Any], *, repo: Repositor
     try:
         repo.save_user(ctx, user, entry=AuditEntry("User", Action.CREATE, user.username, status=201,
                                                    detail={"role": user.role}))
-    except Exception:
+    except Exception:  # undo the Cognito account whatever failed, then re-raise
         directory.delete(request.username)
         raise
     return _user_view(user)
@@ -399,7 +399,7 @@ def create_tenant(ctx: RequestContext, *, name: str, admin: NewUser, admin_passw
                                                detail={"tenant": "created"}),
                                     AuditEntry("User", Action.CREATE, admin.username, status=201,
                                                detail={"role": Role.ADMIN.value})))
-    except Exception:
+    except Exception:  # undo the Cognito account whatever failed, then re-raise
         directory.delete(admin.username)
         raise
     return NewTenant(ctx.tenant, organization_id, admin.username, user_id)
