@@ -34,7 +34,7 @@ def main() -> int:
     large = 5_000 if args.quick else args.large
     sections = []
     started = time.perf_counter()
-    sections.append(cold.run(repeats=3 if args.quick else 5))
+    sections.append(cold.run(repeats=3 if args.quick else 9))
     sections.append(local_http.run(requests_count=50 if args.quick else 300))
     sections.append(calls.run())
     sections.append(search_scale.run(small=1_000, large=large, searches=12 if args.quick else 60))

@@ -6,13 +6,15 @@ leaves: writes inside their transaction, reads with :func:`expediente.audit.reco
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from types import ModuleType
 from typing import Any
 from urllib.parse import parse_qsl
 
 from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from expediente import audit, events
+from expediente import audit
 from expediente import identifiers as ids
 from expediente.api import (
     base_url,
@@ -36,6 +38,14 @@ from . import logic, search
 from .repository import repository
 
 app = create_app()
+
+
+def _publish(make: Callable[[ModuleType], Any]) -> None:
+    """Publish the event ``make(events)`` builds. The event models (pydantic) load on the first
+    write, so reads never pay for them at cold start (docs/decisions/0009-cold-start.md)."""
+    from expediente import events
+
+    events.publish(make(events))
 
 
 def _patient_id(value: str) -> str:
@@ -69,10 +79,9 @@ def create_patient() -> Response[str]:
                                              (existing.resource["id"],), 200, detail={"conditional": "create"}))
                 return _read_response(existing)
         saved = logic.create(ctx, body, repo=repository())
-        events.publish(events.PatientRegistered(tenant_id=ctx.tenant, patient_id=saved.resource["id"],
-                                                has_curp=any(i["system"] == ids.CURP_SYSTEM
-                                                             for i in saved.resource["identifier"]),
-                                                request_id=ctx.request_id))
+        has_curp = any(i["system"] == ids.CURP_SYSTEM for i in saved.resource["identifier"])
+        _publish(lambda ev: ev.PatientRegistered(tenant_id=ctx.tenant, patient_id=saved.resource["id"],
+                                                 has_curp=has_curp, request_id=ctx.request_id))
         logger.info("patient registered", extra={"tenant": ctx.tenant, "patient_id": saved.resource["id"]})
         return _created(ctx, saved)
 
@@ -196,8 +205,8 @@ def update_patient(patient_id: str) -> Response[str]:
         raise PreconditionRequired('Updates need If-Match with the version read (ETag, e.g. W/"1")',
                                    expression="If-Match")
     saved = logic.update(ctx, _patient_id(patient_id), body, if_match=if_match, repo=repository())
-    events.publish(events.PatientUpdated(tenant_id=ctx.tenant, patient_id=patient_id, version=saved.version,
-                                         request_id=ctx.request_id))
+    _publish(lambda ev: ev.PatientUpdated(tenant_id=ctx.tenant, patient_id=patient_id, version=saved.version,
+                                          request_id=ctx.request_id))
     return fhir_response(saved.resource, version=saved.version, last_modified=saved.resource["meta"]["lastUpdated"])
 
 
@@ -225,8 +234,8 @@ def merge_patients() -> Response[str]:
     def run() -> Response[str]:
         new_source, new_target = logic.merge(ctx, _patient_id(source[8:]), _patient_id(target[8:]),
                                              repo=repository())
-        events.publish(events.PatientMerged(tenant_id=ctx.tenant, source_patient_id=new_source["id"],
-                                            target_patient_id=new_target["id"], request_id=ctx.request_id))
+        _publish(lambda ev: ev.PatientMerged(tenant_id=ctx.tenant, source_patient_id=new_source["id"],
+                                             target_patient_id=new_target["id"], request_id=ctx.request_id))
         result = {"resourceType": "Parameters", "parameter": [
             {"name": "outcome", "resource": {"resourceType": "OperationOutcome", "issue": [
                 {"severity": "information", "code": "informational",

@@ -17,8 +17,6 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 from urllib.parse import urlencode
 
-from pydantic import ValidationError
-
 from expediente.errors import Invalid
 from expediente.settings import settings
 
@@ -145,6 +143,7 @@ def validate(resource_type: str, data: dict[str, Any]) -> Any:
     model classes at cold start.
     """
     from fhir.resources.R4B import get_fhir_model_class
+    from pydantic import ValidationError
 
     model = get_fhir_model_class(resource_type)
     try:

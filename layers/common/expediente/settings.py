@@ -1,21 +1,26 @@
 """Settings read lazily from the environment and cached.
 
-Nothing reads ``os.environ`` at import time; call :func:`settings` when needed.
-Deployed values come from the CDK function construct, local ones from the local stack.
+Nothing reads ``os.environ`` at import time; call :func:`settings` when needed. Deployed values
+come from the CDK function construct, local ones from the local stack.
+
+A frozen dataclass rather than a pydantic model (docs/decisions/0009-cold-start.md): importing
+pydantic costs about 250 ms of cold start, and a read request needs nothing else from it; the
+few typed fields are converted and checked here.
 """
 
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass, fields
 from functools import cache
 
-from pydantic import BaseModel, ConfigDict, Field
+
+class ConfigurationError(RuntimeError):
+    """The function's environment is wrong: a deployment fault, not a client error."""
 
 
-class Settings(BaseModel):
-    # Build the validator on first use, not at import: cold starts pay only for what they use.
-    model_config = ConfigDict(defer_build=True)
-
+@dataclass(frozen=True)
+class Settings:
     region: str = "us-east-1"
     table_patients: str = ""
     table_admin: str = ""
@@ -27,12 +32,18 @@ class Settings(BaseModel):
     user_pool_client_id: str = ""
     bucket_documents: str = ""
     # FHIR paging: default and hard cap of ``_count``.
-    page_default: int = Field(default=20, ge=1)
-    page_max: int = Field(default=100, ge=1)
+    page_default: int = 20
+    page_max: int = 100
     # Envelope encryption: how long and for how many messages one data key is used.
     data_key_max_age_s: int = 300
     data_key_max_messages: int = 10_000
     idempotency_ttl_s: int = 24 * 3600
+
+    def __post_init__(self) -> None:
+        for field in fields(self):
+            value = getattr(self, field.name)
+            if field.type == "int" and value < 1:
+                raise ConfigurationError(f"setting {field.name} must be at least 1, got {value}")
 
 
 _ENV = {
@@ -53,11 +64,20 @@ _ENV = {
 
 @cache
 def settings() -> Settings:
-    """The process's settings (cached; tests call ``settings.cache_clear()``)."""
-    values: dict[str, str] = {}
-    for field, names in _ENV.items():
-        for name in names:
-            if os.environ.get(name):
-                values[field] = os.environ[name]
-                break
-    return Settings.model_validate(values)
+    """The process's settings (cached; tests call ``settings.cache_clear()``).
+
+    Raises :class:`ConfigurationError` when a numeric setting is not a positive integer.
+    """
+    types = {field.name: field.type for field in fields(Settings)}
+    values: dict[str, str | int] = {}
+    for name, variables in _ENV.items():
+        raw = next((os.environ[v] for v in variables if os.environ.get(v)), None)
+        if raw is None:
+            continue
+        if types[name] == "int":
+            if not raw.strip().isdigit():
+                raise ConfigurationError(f"{variables[0]} must be a positive integer, got {raw!r}")
+            values[name] = int(raw)
+        else:
+            values[name] = raw
+    return Settings(**values)  # type: ignore[arg-type]

@@ -57,3 +57,17 @@ def test_permission_table_is_the_only_rule():
     assert allowed(frozenset({Role.RECEPTION}), "Patient", Interaction.CREATE)
     assert not allowed(frozenset({Role.LAB}), "Patient", Interaction.UPDATE)
     assert not allowed(frozenset({Role.PHYSICIAN}), "Unknown", Interaction.READ)
+
+
+def test_settings_refuse_a_non_numeric_page_size(monkeypatch):
+    from expediente.settings import ConfigurationError, settings
+
+    settings.cache_clear()
+    monkeypatch.setenv("FHIR_PAGE_MAX", "many")
+    with pytest.raises(ConfigurationError, match="FHIR_PAGE_MAX"):
+        settings()
+    monkeypatch.setenv("FHIR_PAGE_MAX", "0")
+    settings.cache_clear()
+    with pytest.raises(ConfigurationError, match="at least 1"):
+        settings()
+    settings.cache_clear()

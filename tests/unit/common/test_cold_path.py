@@ -1,0 +1,20 @@
+"""Reads must not pay for pydantic or the FHIR models at cold start (docs/decisions/0009)."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from infra import definitions
+
+ROOT = Path(__file__).resolve().parents[3]
+
+
+@pytest.mark.parametrize("function_id", [f.id for f in definitions.FUNCTIONS])
+def test_handler_import_loads_neither_pydantic_nor_fhir_models(function_id):
+    probe = (f"import sys; import functions.{function_id}.handler; "
+             "print(sorted({m.split('.')[0] for m in sys.modules} & {'pydantic', 'fhir'}))")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=ROOT, check=True,
+                         env={"PYTHONPATH": f"{ROOT / 'layers' / 'common'}:{ROOT}", "PATH": "/usr/bin:/bin"})
+    assert out.stdout.strip() == "[]"
