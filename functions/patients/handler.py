@@ -137,10 +137,10 @@ def search_patients() -> Response[str]:
     if q.identifier is not None:
         if params.get("_page"):
             raise Invalid("_page is not a continuation token of this search", expression="_page")
-        results = [s for s in _search_by_identifier(ctx, q) if search.matches(_attrs(s), q.filters)]
+        results = [s for s in _search_by_identifier(ctx, q) if not q.filters or search.matches(_attrs(s), q.filters)]
     elif q.id is not None:
         results = [s for s in repository().get_many(ctx, [_patient_id(i) for i in q.id.split(",")])
-                   if search.matches(_attrs(s), q.filters)]
+                   if not q.filters or search.matches(_attrs(s), q.filters)]
     else:
         results, next_token = repository().search(ctx, q, limit=limit, page=params.get("_page"),
                                                   fingerprint=fingerprint)

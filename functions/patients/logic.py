@@ -51,9 +51,18 @@ class Repository(Protocol):
     def create(self, ctx: RequestContext, patient_id: str, resource: dict[str, Any], demo: Demographics,
                now: str) -> None: ...
     def update(self, ctx: RequestContext, patient_id: str, resource: dict[str, Any], demo: Demographics,
-               previous: Stored, now: str) -> None: ...
-    def merge(self, ctx: RequestContext, source: tuple[dict[str, Any], Demographics, Stored],
-              target: tuple[dict[str, Any], Demographics, Stored], now: str) -> None: ...
+               previous: Stored, old: Demographics, now: str) -> None: ...
+    def merge(self, ctx: RequestContext, source: Change, target: Change, now: str) -> None: ...
+
+
+@dataclass(frozen=True)
+class Change:
+    """A new version of a patient and the version it replaces, with both readings of Tabla 1."""
+
+    resource: dict[str, Any]
+    demo: Demographics
+    previous: Stored
+    old: Demographics
 
 
 @dataclass(frozen=True)
@@ -82,6 +91,11 @@ def _extension(items: list[dict[str, Any]] | None, url: str) -> dict[str, Any] |
 def demographics(body: dict[str, Any]) -> Demographics:
     """Check a Patient body against FHIR R4 and NOM-024 Tabla 1; raise :class:`Invalid` naming the field."""
     validate("Patient", body)
+    return _tabla1(body)
+
+
+def _tabla1(body: dict[str, Any]) -> Demographics:
+    """The NOM-024 reading of a Patient that is already valid FHIR."""
     curp: str | None = None
     folio: str | None = None
     for index, identifier in enumerate(body.get("identifier") or []):
@@ -285,8 +299,11 @@ def read(ctx: RequestContext, patient_id: str, *, repo: Repository) -> Stored:
 
 
 def stored_demographics(stored: Stored) -> Demographics:
-    """The demographics of a stored version, with its server-managed links."""
-    demo = demographics(stored.resource)
+    """The demographics of a stored version, with its server-managed links.
+
+    A stored version was validated when it was written, so it is not validated again here.
+    """
+    demo = _tabla1(stored.resource)
     links = tuple((link["other"]["reference"].split("/", 1)[1], link["type"])
                   for link in stored.resource.get("link") or [])
     return replace(demo, links=links)
@@ -315,7 +332,7 @@ def update(ctx: RequestContext, patient_id: str, body: dict[str, Any], *, if_mat
     now = _timestamp(clock)
     version = current.version + 1
     resource = render(patient_id, demo, body, version=version, now=now)
-    repo.update(ctx, patient_id, resource, demo, current, now)
+    repo.update(ctx, patient_id, resource, demo, current, previous, now)
     return Saved(resource, version, created=False)
 
 
@@ -342,5 +359,6 @@ def merge(ctx: RequestContext, source_id: str, target_id: str, *, repo: Reposito
     new_target_demo = replace(target_demo, links=(*target_demo.links, (source_id, "replaces")))
     new_source = render(source_id, new_source_demo, source.resource, version=source.version + 1, now=now)
     new_target = render(target_id, new_target_demo, target.resource, version=target.version + 1, now=now)
-    repo.merge(ctx, (new_source, new_source_demo, source), (new_target, new_target_demo, target), now)
+    repo.merge(ctx, Change(new_source, new_source_demo, source, source_demo),
+               Change(new_target, new_target_demo, target, target_demo), now)
     return new_source, new_target

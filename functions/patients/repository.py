@@ -23,6 +23,7 @@ from expediente.fhir import decode_page_token, encode_page_token
 from expediente.settings import settings
 from expediente.store import Stored, TransactionConflict, VersionedStore, get_item, query, transact
 
+from .logic import Change
 from .model import Demographics
 from .search import PatientQuery, index_entries, matches
 
@@ -166,11 +167,8 @@ class PatientRepository:
                             expression="Patient.identifier") from exc
 
     def update(self, ctx: RequestContext, patient_id: str, resource: dict[str, Any], demo: Demographics,
-               previous: Stored, now: str) -> None:
+               previous: Stored, old: Demographics, now: str) -> None:
         """Store the next version; 412 if another writer got there first."""
-        from .logic import stored_demographics
-
-        old = stored_demographics(previous)
         ops = self.store.write(ctx.tenant, patient_id, resource, version=previous.version + 1, last_updated=now)
         ops += self._guard_changes(ctx.tenant, patient_id, old, demo)
         ops += self._index_changes(ctx.tenant, patient_id, old, demo)
@@ -183,17 +181,15 @@ class PatientRepository:
             raise Duplicate("The new CURP or folio belongs to another patient",
                             expression="Patient.identifier") from exc
 
-    def merge(self, ctx: RequestContext, source: tuple[dict[str, Any], Demographics, Stored],
-              target: tuple[dict[str, Any], Demographics, Stored], now: str) -> None:
+    def merge(self, ctx: RequestContext, source: Change, target: Change, now: str) -> None:
         """Write both new versions, the source's index change and one audit record, atomically."""
-        from .logic import stored_demographics
-
         ops: list[dict[str, Any]] = []
-        for resource, demo, previous in (source, target):
-            pid = resource["id"]
-            ops += self.store.write(ctx.tenant, pid, resource, version=previous.version + 1, last_updated=now)
-            ops += self._index_changes(ctx.tenant, pid, stored_demographics(previous), demo)
-        ids = (source[0]["id"], target[0]["id"])
+        for change in (source, target):
+            pid = change.resource["id"]
+            ops += self.store.write(ctx.tenant, pid, change.resource, version=change.previous.version + 1,
+                                    last_updated=now)
+            ops += self._index_changes(ctx.tenant, pid, change.old, change.demo)
+        ids = (source.resource["id"], target.resource["id"])
         ops += audit.audit_puts(ctx, AuditEntry("Patient", Action.MERGE, ids[1], ids, 200,
                                                    detail={"source": ids[0], "target": ids[1]}))
         try:

@@ -13,7 +13,6 @@ from functools import cache
 from typing import Any
 
 from expediente import aws, crypto
-from expediente.context import TenantId
 from expediente.errors import Unauthenticated
 from expediente.settings import settings
 from expediente.store import get_item
@@ -65,8 +64,3 @@ def envelope() -> crypto.Envelope:
 def blind_index() -> crypto.BlindIndex:
     """The process's blind indexer; each tenant's key is unwrapped once."""
     return crypto.BlindIndex(aws.client("kms"), settings().key_app_arn, wrapped_index_key)
-
-
-def organization_id(tenant: TenantId) -> str | None:
-    record = get_tenant(tenant)
-    return None if record is None else str(record["organization_id"])

@@ -40,14 +40,14 @@ class MemoryRepo:
         if demo.curp:
             self.curps[demo.curp] = pid
 
-    def update(self, ctx, pid, resource, demo, previous, now):
+    def update(self, ctx, pid, resource, demo, previous, old, now):
         self.rows[pid] = Stored(resource, previous.version + 1, now)
         if demo.curp:
             self.curps[demo.curp] = pid
 
     def merge(self, ctx, source, target, now):
-        for resource, _demo, previous in (source, target):
-            self.rows[resource["id"]] = Stored(resource, previous.version + 1, now)
+        for change in (source, target):
+            self.rows[change.resource["id"]] = Stored(change.resource, change.previous.version + 1, now)
 
 
 def clock():
