@@ -76,6 +76,9 @@ class FunctionDef:
     buckets_write: tuple[str, ...] = ()
     puts_events: bool = False
     cognito_admin: bool = False
+    # Practitioners' signing keys in KMS: "create" (register a practitioner: CreateKey, GetPublicKey)
+    # or "sign" (sign with them); both only on keys tagged for practitioner signing.
+    signing_keys: str = ""
     memory_mb: int = 1024
     timeout_s: int = 15
     env: dict[str, str] = field(default_factory=dict)
@@ -86,6 +89,10 @@ EVENT_SOURCE = "expediente"
 
 TABLES: tuple[TableDef, ...] = (
     TableDef(id="patients", env="TABLE_PATIENTS"),
+    # Encounter, Composition, Condition, Provenance and their search index items.
+    TableDef(id="notes", env="TABLE_NOTES"),
+    # Observation (vital signs now; laboratory results, DiagnosticReport and ImagingStudy later).
+    TableDef(id="results", env="TABLE_RESULTS"),
     TableDef(
         id="admin",
         env="TABLE_ADMIN",
@@ -121,7 +128,7 @@ RULES: tuple[RuleDef, ...] = (
     RuleDef(id="critical_results", detail_types=("CriticalResultDetected",), target_queue="critical_alerts"),
     RuleDef(
         id="record_lifecycle",
-        detail_types=("PatientRegistered", "PatientUpdated", "PatientMerged"),
+        detail_types=("PatientRegistered", "PatientUpdated", "PatientMerged", "NoteSigned"),
         target_queue="integration",
     ),
 )
@@ -151,6 +158,32 @@ FUNCTIONS: tuple[FunctionDef, ...] = (
         writes=("admin", "audit", "idempotency"),
         reads=(),
         cognito_admin=True,
+        signing_keys="create",
+    ),
+    FunctionDef(
+        id="notes",
+        description="Encounters, NOM-004 clinical notes (Composition), ICD-10 diagnoses, electronic signature",
+        routes=(
+            "/fhir/Encounter",
+            "/fhir/Encounter/{proxy+}",
+            "/fhir/Composition",
+            "/fhir/Composition/{proxy+}",
+            "/fhir/Condition",
+            "/fhir/Condition/{proxy+}",
+            "/fhir/Provenance",
+            "/fhir/Provenance/{proxy+}",
+        ),
+        writes=("notes", "audit", "idempotency"),
+        reads=("patients", "admin", "results"),
+        puts_events=True,
+        signing_keys="sign",
+    ),
+    FunctionDef(
+        id="results",
+        description="Observations (vital signs) recorded by nurses and physicians",
+        routes=("/fhir/Observation", "/fhir/Observation/{proxy+}"),
+        writes=("results", "audit", "idempotency"),
+        reads=("patients", "admin", "notes"),
     ),
 )
 

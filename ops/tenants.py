@@ -57,6 +57,8 @@ class StackInfo:
     table_admin: str
     table_audit: str
     table_patients: str = ""
+    table_notes: str = ""
+    table_results: str = ""
     table_idempotency: str = ""
     user_pool_client_id: str = ""
     event_bus_name: str = ""

@@ -17,7 +17,7 @@ from typing import Any
 from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from expediente import audit, aws
+from expediente import audit, aws, signing, signing_keys
 from expediente.api import (
     base_url,
     create_app,
@@ -31,7 +31,7 @@ from expediente.api import (
 )
 from expediente.audit import Action, AuditEntry
 from expediente.context import RequestContext
-from expediente.errors import AuditUnavailable, DomainError, MethodNotAllowed, PreconditionRequired
+from expediente.errors import AuditUnavailable, DomainError, Invalid, MethodNotAllowed, PreconditionRequired
 from expediente.fhir import history_bundle, parse_if_match, searchset
 from expediente.settings import settings
 from expediente.store import Stored
@@ -126,12 +126,26 @@ def metadata() -> Response[str]:
 # ------------------------------------------------------------------ Organization / Practitioner ---
 
 
+class KmsSigningKeys:
+    """Practitioners' signing keys in KMS (ECC_NIST_P256), created when they are registered."""
+
+    def create(self, tenant: str, practitioner_id: str, *, now: str) -> signing_keys.KeyRecord:
+        key = signing.KmsSigner(aws.client("kms")).create_key(tenant=tenant, practitioner_id=practitioner_id)
+        return signing_keys.KeyRecord(practitioner_id=practitioner_id, kid=key.kid, kind=signing_keys.KMS,
+                                      public_key_pem=key.public_key_pem, algorithms=(signing.ES256,),
+                                      created=now, key_id=key.key_id)
+
+    def abandon(self, record: signing_keys.KeyRecord) -> None:
+        signing.KmsSigner(aws.client("kms")).schedule_deletion(record.key_id)
+
+
 def _create(kind: logic.ResourceRules) -> Response[str]:
     ctx = request_context(app)
     body = json_body(app, resource_type=kind.resource_type)
 
     def run() -> Response[str]:
-        saved = logic.create(ctx, kind, body, repo=repository())
+        keys = KmsSigningKeys() if kind.resource_type == "Practitioner" else None
+        saved = logic.create(ctx, kind, body, repo=repository(), keys=keys)
         logger.info("resource created", extra={"tenant": ctx.tenant, "resource": kind.resource_type,
                                                "id": saved.resource["id"]})
         return _resource_response(saved, status=201, location=True)
@@ -272,6 +286,46 @@ def update_practitioner(resource_id: str) -> Response[str]:
 @audited("Practitioner", Action.DELETE)
 def delete_practitioner(resource_id: str) -> Response[str]:
     return _delete(PRAC)
+
+
+@app.get(r"/fhir/Practitioner/<resource_id>/\$public-key")  # "$" escaped: routes are regular expressions
+@audited("Practitioner", Action.OPERATION)
+def practitioner_public_key(resource_id: str) -> Response[str]:
+    """The practitioner's signing key (active, or ``?kid=``), as Parameters or as PEM (``_format=pem``)."""
+    ctx = request_context(app)
+    params = query_params(app)
+    key = logic.public_key(ctx, resource_id, kid=params.get("kid"), repo=repository(), record=audit.record)
+    if params.get("_format") == "pem":
+        pem = key.certificate_pem or key.public_key_pem
+        return Response(status_code=200, content_type="application/x-pem-file", body=pem)
+    parts: list[dict[str, Any]] = [{"name": "kid", "valueString": key.kid},
+                                   {"name": "kind", "valueCode": key.kind},
+                                   {"name": "public-key", "valueString": key.public_key_pem},
+                                   {"name": "created", "valueDateTime": key.created}]
+    parts += [{"name": "algorithm", "valueCode": alg} for alg in key.algorithms]
+    if key.certificate_pem:
+        parts += [{"name": "certificate", "valueString": key.certificate_pem},
+                  {"name": "not-after", "valueDateTime": key.not_after}]
+    return fhir_response({"resourceType": "Parameters", "parameter": parts})
+
+
+@app.post(r"/fhir/Practitioner/<resource_id>/\$register-certificate")
+@audited("Practitioner", Action.OPERATION)
+def register_certificate(resource_id: str) -> Response[str]:
+    """A practitioner's own X.509 certificate becomes their signing key (with proof of possession)."""
+    ctx = request_context(app)
+    body = json_body(app, resource_type="Parameters")
+    values = {str(p.get("name")): p for p in body.get("parameter") or [] if isinstance(p, dict)}
+    certificate = (values.get("certificate") or {})
+    text = certificate.get("valueString") or certificate.get("valueBase64Binary")
+    proof = (values.get("proof") or {}).get("valueString")
+    if not text or not proof:
+        raise Invalid("Parameters needs certificate (valueString PEM or valueBase64Binary DER) and proof (detached "
+                      "JWS over the certificate-proof document)", expression="Parameters.parameter")
+    key = logic.register_certificate(ctx, resource_id, certificate=str(text), proof=str(proof), repo=repository())
+    return fhir_response({"resourceType": "Parameters", "parameter": [
+        {"name": "kid", "valueString": key.kid}, {"name": "kind", "valueCode": key.kind},
+        {"name": "not-after", "valueDateTime": key.not_after}]}, status=201)
 
 
 # ------------------------------------------------------------------ AuditEvent ---

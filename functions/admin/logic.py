@@ -15,9 +15,12 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
+from expediente import signing, signing_keys
 from expediente.audit import Action, AuditEntry, to_audit_event
 from expediente.context import RequestContext, TenantId, valid_resource_id
 from expediente.errors import (
+    Conflict,
+    DomainError,
     Forbidden,
     Invalid,
     NotFound,
@@ -69,10 +72,12 @@ class Repository(Protocol):
     def get_many(self, tenant: TenantId, resource_type: str, ids: Sequence[str]) -> list[Stored]: ...
     def search(self, tenant: TenantId, resource_type: str, *, facet: str, prefix: str, limit: int,
                page: str | None, fingerprint: str) -> Page: ...
-    def save(self, ctx: RequestContext, write: ResourceWrite, *, now: str, entry: AuditEntry) -> None: ...
+    def save(self, ctx: RequestContext, write: ResourceWrite, *, now: str, entry: AuditEntry,
+             extra: Sequence[dict[str, Any]] = ()) -> None: ...
     def get_user(self, tenant: TenantId, username: str) -> UserRecord | None: ...
     def list_users(self, tenant: TenantId, *, limit: int, page: str | None, fingerprint: str) -> Page: ...
     def save_user(self, ctx: RequestContext, user: UserRecord, *, entry: AuditEntry) -> None: ...
+    def save_keys(self, ctx: RequestContext, ops: list[dict[str, Any]], *, entry: AuditEntry) -> None: ...
     def create_tenant(self, ctx: RequestContext, *, tenant_item: dict[str, Any], chain: ResourceWrite,
                       admin: UserRecord, now: str, entries: Sequence[AuditEntry]) -> None: ...
     def audit_events(self, tenant: TenantId, q: rules.AuditQuery, *, limit: int, page: str | None,
@@ -134,16 +139,36 @@ def _resource_id(resource_type: str, value: str) -> str:
     return value
 
 
+class SigningKeys(Protocol):
+    """Creates a practitioner's signing key (KMS) when the practitioner is registered."""
+
+    def create(self, tenant: str, practitioner_id: str, *, now: str) -> signing_keys.KeyRecord: ...
+    def abandon(self, record: signing_keys.KeyRecord) -> None: ...
+
+
 def create(ctx: RequestContext, kind: ResourceRules, body: dict[str, Any], *, repo: Repository,
-           clock: Clock = utc_now, new_id: Callable[[], str] = new_resource_id) -> Saved:
-    """Create version 1 (a clinic of the chain, or a practitioner); 409 when its CLUES/cédula is taken."""
+           clock: Clock = utc_now, new_id: Callable[[], str] = new_resource_id,
+           keys: SigningKeys | None = None) -> Saved:
+    """Create version 1 (a clinic of the chain, or a practitioner); 409 when its CLUES/cédula is taken.
+
+    A practitioner gets a signing key pair (``keys``) recorded in the same transaction; if the
+    transaction fails the new key is scheduled for deletion, so no unrecorded key stays usable.
+    """
     ctx.require(kind.resource_type, Interaction.CREATE)
     resource_id = new_id()
     place = Placement(ctx.tenant, chain_id(ctx, repo), resource_id)
     now = timestamp(clock)
     resource = _stamp(kind.normalize(body, place, is_chain=False), kind.resource_type, resource_id, 1, now)
-    repo.save(ctx, ResourceWrite(resource, 1, kind.indexed(resource)), now=now,
-              entry=AuditEntry(kind.resource_type, Action.CREATE, resource_id, status=201))
+    key = keys.create(ctx.tenant, resource_id, now=now) if keys is not None else None
+    extra = signing_keys.put_ops(ctx.tenant, key) if key is not None else []
+    try:
+        repo.save(ctx, ResourceWrite(resource, 1, kind.indexed(resource)), now=now, extra=extra,
+                  entry=AuditEntry(kind.resource_type, Action.CREATE, resource_id, status=201,
+                                   detail={"signing-key": key.kid} if key else {}))
+    except DomainError:
+        if key is not None and keys is not None:
+            keys.abandon(key)
+        raise
     return Saved(resource, 1)
 
 
@@ -431,3 +456,76 @@ def search_audit_events(ctx: RequestContext, params: Mapping[str, str], *, repo:
     record(ctx, AuditEntry("AuditEvent", Action.SEARCH, patient_ids=(q.patient,) if q.patient else (),
                            query_params=tuple(sorted(params))))
     return Page([to_audit_event(item) for item in page.items], page.next_token, page.first)
+
+
+# ------------------------------------------------------------------ signing keys ---
+
+
+def public_key(ctx: RequestContext, practitioner_id: str, *, kid: str | None, repo: Repository,
+               record: Recorder) -> signing_keys.KeyRecord:
+    """A practitioner's signing key (the active one, or ``kid``): public material only, for verifiers."""
+    if not (ctx.roles and (_can(ctx, "Practitioner", Interaction.READ) or _can(ctx, "Composition",
+                                                                                Interaction.VERIFY))):
+        raise Forbidden(f"Role {ctx.role_names} may not read signing keys")
+    practitioner_id = _resource_id("Practitioner", practitioner_id)
+    if repo.get(ctx.tenant, "Practitioner", practitioner_id) is None:
+        raise NotFound(f"Practitioner/{practitioner_id} not found")
+    key = (signing_keys.by_kid(ctx.tenant, practitioner_id, kid) if kid
+           else signing_keys.active(ctx.tenant, practitioner_id))
+    if key is None:
+        raise NotFound(f"Practitioner/{practitioner_id} has no signing key{' ' + kid if kid else ''}")
+    record(ctx, AuditEntry("Practitioner", Action.OPERATION, practitioner_id,
+                           detail={"operation": "$public-key", "kid": key.kid}))
+    return key
+
+
+def _can(ctx: RequestContext, resource_type: str, interaction: Interaction) -> bool:
+    try:
+        ctx.require(resource_type, interaction)
+    except Forbidden:
+        return False
+    return True
+
+
+CERTIFICATE_PROOF_PURPOSE = "register-certificate"
+
+
+def certificate_proof(practitioner_id: str, certificate_sha256: str) -> dict[str, str]:
+    """What a practitioner signs with a certificate's private key to show they hold it."""
+    return {"purpose": CERTIFICATE_PROOF_PURPOSE, "practitioner": f"Practitioner/{practitioner_id}",
+            "certificate": certificate_sha256}
+
+
+def register_certificate(ctx: RequestContext, practitioner_id: str, *, certificate: str, proof: str,
+                         repo: Repository, clock: Clock = utc_now) -> signing_keys.KeyRecord:
+    """Make a practitioner's own X.509 certificate (e.firma style) their signing key.
+
+    Only the practitioner themself registers it (their verified session), and ``proof`` must be a
+    detached JWS over :func:`certificate_proof` made with the certificate's private key, so
+    nobody can register a certificate they do not hold. Earlier keys stay on record, so older
+    signatures still verify.
+    """
+    practitioner_id = _resource_id("Practitioner", practitioner_id)
+    if ctx.practitioner_id != practitioner_id:
+        raise Forbidden("A practitioner registers their own certificate, from their own session")
+    if repo.get(ctx.tenant, "Practitioner", practitioner_id) is None:
+        raise NotFound(f"Practitioner/{practitioner_id} not found")
+    now = clock()
+    cert = signing.load_certificate(certificate.encode() if "BEGIN" in certificate else certificate, now=now)
+    payload = signing.canonical(certificate_proof(practitioner_id, cert.sha256))
+    result = signing.verify(proof, payload, certificate_pem=cert.pem, at=now)
+    if not result.valid:
+        raise Unprocessable(f"The proof of possession does not verify: {result.reason}",
+                            expression="Parameters.proof")
+    stamp_now = timestamp(clock)
+    key = signing_keys.KeyRecord(
+        practitioner_id=practitioner_id, kid=signing.public_key_thumbprint(cert.public_key_pem),
+        kind=signing_keys.CERTIFICATE, public_key_pem=cert.public_key_pem, algorithms=cert.alg_options,
+        created=stamp_now, certificate_pem=cert.pem, not_before=signing.format_signing_time(cert.not_before),
+        not_after=signing.format_signing_time(cert.not_after))
+    if signing_keys.by_kid(ctx.tenant, practitioner_id, key.kid) is not None:
+        raise Conflict("This certificate's key is already registered for the practitioner")
+    repo.save_keys(ctx, signing_keys.put_ops(ctx.tenant, key),
+                   entry=AuditEntry("Practitioner", Action.OPERATION, practitioner_id,
+                                    detail={"operation": "$register-certificate", "kid": key.kid}))
+    return key

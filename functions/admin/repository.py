@@ -21,7 +21,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from expediente import audit, aws, store, tenants
+from expediente import audit, aws, records, store, tenants
 from expediente.audit import AuditEntry
 from expediente.context import RequestContext, TenantId
 from expediente.crypto import Envelope
@@ -112,7 +112,7 @@ class AdminRepository:
 
     @staticmethod
     def _guard_key(tenant: str, resource_type: str, value: str) -> dict[str, Any]:
-        return {"pk": f"{tenant}#{resource_type}#UNIQUE#{value}", "sk": GUARD}
+        return records.unique_key(tenant, resource_type, value)
 
     @staticmethod
     def _index_partition(tenant: str, resource_type: str, facet: str) -> str:
@@ -212,18 +212,27 @@ class AdminRepository:
         # The operator command brings its own table names, so the table is passed explicitly.
         return audit.audit_puts(ctx, entry, table=self.tables.audit)
 
-    def save(self, ctx: RequestContext, write: ResourceWrite, *, now: str, entry: AuditEntry) -> None:
+    def save(self, ctx: RequestContext, write: ResourceWrite, *, now: str, entry: AuditEntry,
+             extra: Sequence[dict[str, Any]] = ()) -> None:
         """Store a version with its guard, index items and audit record, atomically.
 
         Raises Duplicate (409) when the unique identifier is taken, PreconditionFailed (412)
         when another writer changed the resource first, Conflict (409) otherwise.
         """
         ops, guard_at = self._resource_ops(ctx.tenant, write, now)
+        ops += list(extra)
         ops += self._audit_ops(ctx, entry)
         try:
             self._transact(ops)
         except TransactionConflict as exc:
             self._raise_conflict(exc, write, guard_at)
+
+    def save_keys(self, ctx: RequestContext, ops: list[dict[str, Any]], *, entry: AuditEntry) -> None:
+        """Record signing-key items (``expediente.signing_keys.put_ops``) with their audit record."""
+        try:
+            self._transact([*ops, *self._audit_ops(ctx, entry)])
+        except TransactionConflict as exc:
+            raise Conflict("The signing key changed at the same time; try again") from exc
 
     @staticmethod
     def _raise_conflict(exc: TransactionConflict, write: ResourceWrite, guard_at: int) -> None:

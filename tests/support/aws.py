@@ -61,15 +61,23 @@ def environment(key_arn: str, bus: str = "expediente") -> dict[str, str]:
 
 def reset_caches() -> None:
     """Forget cached settings, clients and keys so each test sees its own moto world."""
-    from expediente import api, aws, settings, tenants
+    from expediente import api, aws, records, settings, tenants
 
-    for fn in (settings.settings, aws.client, tenants.envelope, tenants.blind_index, api._idempotency_store):
+    for fn in (settings.settings, aws.client, tenants.envelope, tenants.blind_index, api._idempotency_store,
+               records.store):
         fn.cache_clear()
+    import importlib
+
+    for module in ("functions.patients.repository", "functions.notes.repository", "functions.results.repository"):
+        try:
+            importlib.import_module(module).repository.cache_clear()
+        except (ImportError, AttributeError):
+            continue
     try:
-        from functions.patients import repository
+        from functions.notes import handler as notes_handler
     except ImportError:
         return
-    repository.repository.cache_clear()
+    notes_handler._kms_signer.cache_clear()
 
 
 def create_tenant_record(tenant: str, key_arn: str) -> None:

@@ -53,6 +53,17 @@ class PatientMerged(DomainEvent):
     target_patient_id: str
 
 
+class NoteSigned(DomainEvent):
+    """A clinical note was signed (final); ``addendum_of`` names the note it amends, if any."""
+
+    note_id: str
+    patient_id: str
+    version: int
+    note_type: str
+    provenance_id: str
+    addendum_of: str | None = None
+
+
 class OrderStatusChanged(DomainEvent):
     order_id: str
     patient_id: str

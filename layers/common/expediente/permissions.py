@@ -34,6 +34,8 @@ class Interaction(StrEnum):
     UPDATE = "update"
     DELETE = "delete"
     MERGE = "$merge"
+    SIGN = "$sign"
+    VERIFY = "$verify-signature"
 
 
 _I = Interaction
@@ -41,6 +43,7 @@ _READ_ONLY: Final = frozenset({_I.READ, _I.VREAD, _I.HISTORY, _I.SEARCH})
 _LOOKUP: Final = frozenset({_I.READ, _I.SEARCH})
 _MAINTAIN: Final = _READ_ONLY | {_I.CREATE, _I.UPDATE}
 _CLINICAL: Final = (Role.PHYSICIAN, Role.NURSE, Role.PHARMACIST, Role.LAB, Role.RADIOLOGY, Role.RECEPTION)
+_OWN_RECORD: Final = frozenset({_I.READ, _I.VREAD, _I.HISTORY, _I.SEARCH})  # patient role, own compartment
 
 # Nobody holds DELETE on clinical data: NOM-004 5.11 forbids erasures.
 PERMISSIONS: Final[dict[str, dict[Role, frozenset[Interaction]]]] = {
@@ -54,6 +57,50 @@ PERMISSIONS: Final[dict[str, dict[Role, frozenset[Interaction]]]] = {
         # Record management: merging confirmed duplicates is an administrative act.
         Role.ADMIN: _READ_ONLY | {_I.MERGE},
         Role.PATIENT: frozenset({_I.READ, _I.VREAD, _I.HISTORY}),
+    },
+    "Encounter": {
+        Role.PHYSICIAN: _MAINTAIN,
+        Role.NURSE: _MAINTAIN,
+        # Reception opens the visit (arrival) and admits; it never reads the notes' narrative.
+        Role.RECEPTION: _MAINTAIN,
+        Role.PHARMACIST: _READ_ONLY,
+        Role.LAB: _READ_ONLY,
+        Role.RADIOLOGY: _READ_ONLY,
+        Role.PATIENT: _OWN_RECORD,
+    },
+    # Clinical notes. Who may write or sign which note type is refined by the note rules
+    # (functions/notes/note_types.py: a nurse writes and signs nursing notes only; only the author
+    # signs); who reads the narrative is NARRATIVE_READERS below.
+    "Composition": {
+        Role.PHYSICIAN: _MAINTAIN | {_I.SIGN, _I.VERIFY},
+        Role.NURSE: _MAINTAIN | {_I.SIGN, _I.VERIFY},
+        Role.PHARMACIST: _READ_ONLY | {_I.VERIFY},
+        Role.RADIOLOGY: _READ_ONLY | {_I.VERIFY},
+        Role.LAB: _READ_ONLY,
+        Role.RECEPTION: _LOOKUP,
+        Role.AUDITOR: frozenset({_I.VERIFY}),
+        Role.PATIENT: _OWN_RECORD | {_I.VERIFY},
+    },
+    "Condition": {
+        Role.PHYSICIAN: _MAINTAIN,
+        Role.NURSE: _READ_ONLY,
+        Role.PHARMACIST: _READ_ONLY,
+        Role.RADIOLOGY: _READ_ONLY,
+        Role.LAB: _READ_ONLY,
+        Role.PATIENT: _OWN_RECORD,
+    },
+    "Provenance": {
+        **{role: _LOOKUP for role in (*_CLINICAL, Role.AUDITOR)},
+        Role.PATIENT: _LOOKUP,
+    },
+    # Vital signs now; laboratory results extend this with the orders and results issue.
+    "Observation": {
+        Role.PHYSICIAN: _MAINTAIN,
+        Role.NURSE: _MAINTAIN,
+        Role.PHARMACIST: _READ_ONLY,
+        Role.LAB: _READ_ONLY,
+        Role.RADIOLOGY: _READ_ONLY,
+        Role.PATIENT: _OWN_RECORD,
     },
     "Organization": {
         Role.ADMIN: _MAINTAIN,
@@ -72,6 +119,16 @@ PERMISSIONS: Final[dict[str, dict[Role, frozenset[Interaction]]]] = {
         Role.PATIENT: frozenset({_I.SEARCH}),
     },
 }
+
+
+# Who reads the free text of clinical notes (NOM-004 confidentiality): everyone else with read
+# access to a Composition sees its structure (type, date, author, status, entries) without text.
+NARRATIVE_READERS: Final = frozenset({Role.PHYSICIAN, Role.NURSE, Role.PHARMACIST, Role.RADIOLOGY, Role.PATIENT})
+
+
+def reads_narrative(roles: frozenset[Role]) -> bool:
+    """Whether any of ``roles`` may read note narrative."""
+    return bool(roles & NARRATIVE_READERS)
 
 
 def allowed(roles: frozenset[Role], resource_type: str, interaction: Interaction) -> bool:

@@ -23,6 +23,8 @@ class ConfigurationError(RuntimeError):
 class Settings:
     region: str = "us-east-1"
     table_patients: str = ""
+    table_notes: str = ""
+    table_results: str = ""
     table_admin: str = ""
     table_audit: str = ""
     table_idempotency: str = ""
@@ -49,6 +51,8 @@ class Settings:
 _ENV = {
     "region": ("AWS_REGION", "AWS_DEFAULT_REGION"),
     "table_patients": ("TABLE_PATIENTS",),
+    "table_notes": ("TABLE_NOTES",),
+    "table_results": ("TABLE_RESULTS",),
     "table_admin": ("TABLE_ADMIN",),
     "table_audit": ("TABLE_AUDIT",),
     "table_idempotency": ("TABLE_IDEMPOTENCY",),

@@ -1,0 +1,494 @@
+"""HTTP routes for Encounter, Composition (clinical notes), Condition and Provenance.
+
+Thin: read the verified caller, check the permission table, call the rules, answer. Every read
+writes its audit record before data leaves; every write's audit record is in its transaction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import cache
+from typing import Any
+
+from aws_lambda_powertools.event_handler import Response
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from expediente import audit, records, signing_keys
+from expediente.api import (
+    base_url,
+    create_app,
+    fhir_response,
+    header,
+    idempotent,
+    json_body,
+    logger,
+    query_params,
+    request_context,
+)
+from expediente.audit import Action, AuditEntry
+from expediente.clinical import ClinicalRepository, SearchSpec, new_id, plan_search
+from expediente.context import RequestContext, valid_resource_id
+from expediente.errors import Invalid, MethodNotAllowed, NotFound, PreconditionRequired, Unprocessable
+from expediente.fhir import history_bundle, page_size, parse_if_match, query_fingerprint, searchset
+from expediente.permissions import Interaction, reads_narrative
+from expediente.store import Stored
+
+from . import compositions, conditions, encounters, signature
+from .repository import repository
+
+app = create_app()
+
+SEARCHES: dict[str, SearchSpec] = {
+    "Encounter": encounters.SEARCH,
+    "Composition": compositions.SEARCH,
+    "Condition": conditions.SEARCH,
+    "Provenance": SearchSpec(resource_type="Provenance", facets={"target": "target", "patient": "patient"},
+                             references={"target": "Composition", "patient": "Patient"}),
+}
+
+
+# ------------------------------------------------------------------ collaborators ---
+
+
+def _patient(ctx: RequestContext, patient_id: str) -> dict[str, Any] | None:
+    stored = records.load(ctx.tenant, records.Ref("Patient", patient_id)) if valid_resource_id(patient_id) else None
+    return None if stored is None else stored.resource
+
+
+def _patient_exists(ctx: RequestContext, patient_id: str) -> bool:
+    return _patient(ctx, patient_id) is not None
+
+
+def _clinic_org(ctx: RequestContext, clues: str) -> str | None:
+    return records.find_unique(ctx.tenant, "Organization", clues)
+
+
+def _practitioner_active(ctx: RequestContext, practitioner_id: str) -> bool:
+    stored = records.load(ctx.tenant, records.Ref("Practitioner", practitioner_id))
+    return stored is not None and stored.resource.get("active", True) is not False
+
+
+@cache
+def _kms_signer() -> Any:
+    from expediente import aws, signing
+
+    return signing.KmsSigner(aws.client("kms"))
+
+
+def _publish(make: Callable[[Any], Any]) -> None:
+    """Publish an event; the pydantic event models load on the first signature only."""
+    from expediente import events
+
+    events.publish(make(events))
+
+
+# ------------------------------------------------------------------ shared routes ---
+
+
+def _id(resource_type: str, value: str) -> str:
+    if not valid_resource_id(value):
+        raise NotFound(f"{resource_type}/{value} not found")
+    return value
+
+
+def _present(ctx: RequestContext, stored: Stored) -> dict[str, Any]:
+    if stored.resource["resourceType"] == "Composition":
+        return compositions.present(stored, ctx.roles, narrative=reads_narrative(ctx.roles))
+    return stored.resource
+
+
+def _patients_of(stored: list[Stored]) -> tuple[str, ...]:
+    found = (records.subject_of(s.resource) or s.attrs.get("patient") for s in stored)
+    return tuple(dict.fromkeys(p for p in found if p))
+
+
+def _resource_response(ctx: RequestContext, stored: Stored, *, status: int = 200, location: bool = False
+                       ) -> Response[str]:
+    resource = _present(ctx, stored)
+    where = None
+    if location:
+        where = f"{base_url(app)}/fhir/{resource['resourceType']}/{resource['id']}/_history/{stored.version}"
+    return fhir_response(resource, status=status, version=stored.version, location=where,
+                         last_modified=stored.last_updated)
+
+
+def _if_match() -> int:
+    value = parse_if_match(header(app, "if-match"))
+    if value is None:
+        raise PreconditionRequired('This change needs If-Match with the version read (ETag, e.g. W/"1")',
+                                   expression="If-Match")
+    return value
+
+
+def _read(resource_type: str, resource_id: str) -> Response[str]:
+    ctx = request_context(app)
+    ctx.require(resource_type, Interaction.READ)
+    stored = repository().require(ctx, resource_type, _id(resource_type, resource_id))
+    audit.record(ctx, AuditEntry(resource_type, Action.READ, resource_id, _patients_of([stored]), 200))
+    return _resource_response(ctx, stored)
+
+
+def _vread(resource_type: str, resource_id: str, version: str) -> Response[str]:
+    ctx = request_context(app)
+    ctx.require(resource_type, Interaction.VREAD)
+    stored = repository().get_version(ctx, resource_type, _id(resource_type, resource_id), int(version)) \
+        if version.isdigit() else None
+    if stored is None:
+        raise NotFound(f"{resource_type}/{resource_id}/_history/{version} not found")
+    audit.record(ctx, AuditEntry(resource_type, Action.VREAD, resource_id, _patients_of([stored]), 200,
+                                 detail={"version": version}))
+    return _resource_response(ctx, stored)
+
+
+def _history(resource_type: str, resource_id: str) -> Response[str]:
+    ctx = request_context(app)
+    ctx.require(resource_type, Interaction.HISTORY)
+    repo = repository()
+    current = repo.require(ctx, resource_type, _id(resource_type, resource_id))
+    params = query_params(app)
+    unknown = sorted(set(params) - {"_count", "_page"})
+    if unknown:
+        raise Invalid(f"Unsupported _history parameter(s): {', '.join(unknown)}", expression=unknown[0])
+    versions, next_token = repo.history(ctx, resource_type, resource_id, limit=page_size(params),
+                                        page=params.get("_page"))
+    audit.record(ctx, AuditEntry(resource_type, Action.HISTORY, resource_id, _patients_of([current]), 200))
+    bundle = history_bundle(base_url=base_url(app), path=f"/fhir/{resource_type}/{resource_id}/_history",
+                            versions=[_present(ctx, v) for v in versions], next_token=next_token,
+                            total=current.version)
+    return fhir_response(bundle)
+
+
+def _search(resource_type: str) -> Response[str]:
+    ctx = request_context(app)
+    ctx.require(resource_type, Interaction.SEARCH)
+    params = query_params(app)
+    repo = repository()
+    plan = plan_search(ctx, SEARCHES[resource_type], params)
+    includes = _includes(resource_type, params)
+    if plan.empty:
+        found: list[Stored] = []
+        next_token = None
+    else:
+        found, page = repo.search(ctx, resource_type, plan.facet, plan.value, limit=page_size(params),
+                                  token=params.get("_page"), fingerprint=query_fingerprint(params),
+                                  low=plan.low, high=plan.high, keep=plan.keep)
+        next_token = page.next_token
+    included = _included(ctx, repo, found, includes)
+    audit.record(ctx, AuditEntry(resource_type, Action.SEARCH, None, _patients_of(found + included), 200,
+                                 query_params=tuple(sorted(params))))
+    total = len(found) if next_token is None and not params.get("_page") else None
+    bundle = searchset(base_url=base_url(app), path=f"/fhir/{resource_type}", params=params,
+                       resources=[_present(ctx, s) for s in found], next_token=next_token, total=total,
+                       included=[_present(ctx, s) for s in included])
+    return fhir_response(bundle)
+
+
+_INCLUDES = {
+    "Composition": {"_include": {"Composition:encounter", "Composition:author"},
+                    "_revinclude": {"Provenance:target"}},
+    "Encounter": {"_include": {"Encounter:patient"}, "_revinclude": set()},
+    "Condition": {"_include": {"Condition:encounter"}, "_revinclude": set()},
+    "Provenance": {"_include": set(), "_revinclude": set()},
+}
+
+
+def _includes(resource_type: str, params: dict[str, str]) -> set[str]:
+    wanted: set[str] = set()
+    for kind in ("_include", "_revinclude"):
+        for value in (params.get(kind) or "").split(","):
+            if not value:
+                continue
+            if value not in _INCLUDES[resource_type][kind]:
+                options = ", ".join(sorted(_INCLUDES[resource_type][kind])) or "none"
+                raise Invalid(f"{kind}={value} is not supported for {resource_type} (supported: {options})",
+                              expression=kind)
+            wanted.add(value)
+    return wanted
+
+
+def _included(ctx: RequestContext, repo: ClinicalRepository, found: list[Stored], includes: set[str]
+              ) -> list[Stored]:
+    """The resources ``_include``/``_revinclude`` ask for, read by key (never another tenant's)."""
+    extra: list[Stored] = []
+    if "Composition:encounter" in includes or "Condition:encounter" in includes:
+        ids = [str(s.resource.get("encounter", {}).get("reference", "")).split("/")[-1] for s in found]
+        extra += repo.get_many(ctx, "Encounter", [i for i in ids if i])
+    if "Composition:author" in includes:
+        authors = {a["reference"].split("/")[1] for s in found for a in s.resource.get("author") or []}
+        extra += [s for a in sorted(authors) if (s := records.load(ctx.tenant, records.Ref("Practitioner", a)))]
+    if "Encounter:patient" in includes:
+        patients = {records.subject_of(s.resource) or "" for s in found}
+        extra += [s for p in sorted(patients) if p and (s := records.load(ctx.tenant, records.Ref("Patient", p)))]
+    if "Provenance:target" in includes:
+        ids = [str(s.attrs["provenance"]) for s in found if s.attrs.get("provenance")]
+        extra += repo.get_many(ctx, "Provenance", ids)
+    return extra
+
+
+def _delete(resource_type: str, advice: str) -> Response[str]:
+    request_context(app)  # still 401 for an anonymous caller
+    raise MethodNotAllowed(f"{resource_type} resources are never deleted (NOM-004-SSA3 5.11). {advice}",
+                           headers={"Allow": "GET, PUT, POST"})
+
+
+def _created(ctx: RequestContext, resource: dict[str, Any], version: int) -> Response[str]:
+    location = f"{base_url(app)}/fhir/{resource['resourceType']}/{resource['id']}/_history/{version}"
+    return fhir_response(resource, status=201, version=version, location=location,
+                         last_modified=resource["meta"]["lastUpdated"])
+
+
+def _replayed(ctx: RequestContext, resource_type: str) -> Callable[[Response[str]], None]:
+    def replayed(response: Response[str]) -> None:
+        location = str(response.headers.get("Location", ""))
+        resource_id = location.split(f"/{resource_type}/")[-1].split("/")[0] if location else None
+        audit.record(ctx, AuditEntry(resource_type, Action.CREATE, resource_id or None, (),
+                                     response.status_code, detail={"idempotent": "replayed"}))
+
+    return replayed
+
+
+# ------------------------------------------------------------------ Encounter ---
+
+
+@app.post("/fhir/Encounter")
+def create_encounter() -> Response[str]:
+    ctx = request_context(app)
+    ctx.require("Encounter", Interaction.CREATE)
+    body = json_body(app, resource_type="Encounter")
+
+    def run() -> Response[str]:
+        saved = encounters.create(ctx, body, repo=repository(), clinic_org=_clinic_org,
+                                  patient_exists=_patient_exists, new_id=new_id)
+        return _created(ctx, saved.resource, saved.version)
+
+    return idempotent(app, ctx, run, on_replay=_replayed(ctx, "Encounter"))
+
+
+@app.get("/fhir/Encounter")
+def search_encounters() -> Response[str]:
+    return _search("Encounter")
+
+
+@app.get("/fhir/Encounter/<resource_id>")
+def read_encounter(resource_id: str) -> Response[str]:
+    return _read("Encounter", resource_id)
+
+
+@app.get("/fhir/Encounter/<resource_id>/_history")
+def encounter_history(resource_id: str) -> Response[str]:
+    return _history("Encounter", resource_id)
+
+
+@app.get("/fhir/Encounter/<resource_id>/_history/<version>")
+def vread_encounter(resource_id: str, version: str) -> Response[str]:
+    return _vread("Encounter", resource_id, version)
+
+
+@app.put("/fhir/Encounter/<resource_id>")
+def update_encounter(resource_id: str) -> Response[str]:
+    ctx = request_context(app)
+    ctx.require("Encounter", Interaction.UPDATE)
+    body = json_body(app, resource_type="Encounter")
+    saved = encounters.update(ctx, _id("Encounter", resource_id), body, if_match=_if_match(), repo=repository(),
+                              clinic_org=_clinic_org)
+    return fhir_response(saved.resource, version=saved.version, last_modified=saved.resource["meta"]["lastUpdated"])
+
+
+@app.delete("/fhir/Encounter/<resource_id>")
+def delete_encounter(resource_id: str) -> Response[str]:
+    return _delete("Encounter", "Cancel it (status cancelled) or mark it entered-in-error with PUT.")
+
+
+# ------------------------------------------------------------------ Condition ---
+
+
+@app.post("/fhir/Condition")
+def create_condition() -> Response[str]:
+    ctx = request_context(app)
+    ctx.require("Condition", Interaction.CREATE)
+    body = json_body(app, resource_type="Condition")
+
+    def run() -> Response[str]:
+        saved = conditions.create(ctx, body, repo=repository(), patient_exists=_patient_exists, new_id=new_id)
+        return _created(ctx, saved.resource, saved.version)
+
+    return idempotent(app, ctx, run, on_replay=_replayed(ctx, "Condition"))
+
+
+@app.get("/fhir/Condition")
+def search_conditions() -> Response[str]:
+    return _search("Condition")
+
+
+@app.get("/fhir/Condition/<resource_id>")
+def read_condition(resource_id: str) -> Response[str]:
+    return _read("Condition", resource_id)
+
+
+@app.get("/fhir/Condition/<resource_id>/_history")
+def condition_history(resource_id: str) -> Response[str]:
+    return _history("Condition", resource_id)
+
+
+@app.get("/fhir/Condition/<resource_id>/_history/<version>")
+def vread_condition(resource_id: str, version: str) -> Response[str]:
+    return _vread("Condition", resource_id, version)
+
+
+@app.put("/fhir/Condition/<resource_id>")
+def update_condition(resource_id: str) -> Response[str]:
+    ctx = request_context(app)
+    ctx.require("Condition", Interaction.UPDATE)
+    body = json_body(app, resource_type="Condition")
+    saved = conditions.update(ctx, _id("Condition", resource_id), body, if_match=_if_match(), repo=repository(),
+                              patient_exists=_patient_exists)
+    return fhir_response(saved.resource, version=saved.version, last_modified=saved.resource["meta"]["lastUpdated"])
+
+
+@app.delete("/fhir/Condition/<resource_id>")
+def delete_condition(resource_id: str) -> Response[str]:
+    return _delete("Condition", "Set verificationStatus to entered-in-error or refuted, or clinicalStatus to "
+                                "resolved, with PUT.")
+
+
+# ------------------------------------------------------------------ Composition ---
+
+
+@app.post("/fhir/Composition")
+def create_composition() -> Response[str]:
+    ctx = request_context(app)
+    ctx.require("Composition", Interaction.CREATE)
+    body = json_body(app, resource_type="Composition")
+
+    def run() -> Response[str]:
+        saved = compositions.create(ctx, body, repo=repository(), load_patient=_patient,
+                                    practitioner_active=_practitioner_active, new_id=new_id)
+        logger.info("note written", extra={"tenant": ctx.tenant, "composition_id": saved.resource["id"]})
+        return _created(ctx, saved.resource, saved.version)
+
+    return idempotent(app, ctx, run, on_replay=_replayed(ctx, "Composition"))
+
+
+@app.get("/fhir/Composition")
+def search_compositions() -> Response[str]:
+    return _search("Composition")
+
+
+@app.get("/fhir/Composition/<resource_id>")
+def read_composition(resource_id: str) -> Response[str]:
+    return _read("Composition", resource_id)
+
+
+@app.get("/fhir/Composition/<resource_id>/_history")
+def composition_history(resource_id: str) -> Response[str]:
+    return _history("Composition", resource_id)
+
+
+@app.get("/fhir/Composition/<resource_id>/_history/<version>")
+def vread_composition(resource_id: str, version: str) -> Response[str]:
+    return _vread("Composition", resource_id, version)
+
+
+@app.put("/fhir/Composition/<resource_id>")
+def update_composition(resource_id: str) -> Response[str]:
+    ctx = request_context(app)
+    ctx.require("Composition", Interaction.UPDATE)
+    body = json_body(app, resource_type="Composition")
+    saved = compositions.update(ctx, _id("Composition", resource_id), body, if_match=_if_match(),
+                                repo=repository(), load_patient=_patient, practitioner_active=_practitioner_active)
+    return fhir_response(saved.resource, version=saved.version, last_modified=saved.resource["meta"]["lastUpdated"])
+
+
+@app.patch("/fhir/Composition/<resource_id>")
+def patch_composition(resource_id: str) -> Response[str]:
+    ctx = request_context(app)
+    stored = repository().require(ctx, "Composition", _id("Composition", resource_id))
+    compositions.refuse_if_signed(stored)
+    raise MethodNotAllowed("PATCH is not supported; save the whole note with PUT and If-Match",
+                           headers={"Allow": "GET, PUT"})
+
+
+@app.delete("/fhir/Composition/<resource_id>")
+def delete_composition(resource_id: str) -> Response[str]:
+    ctx = request_context(app)
+    stored = repository().require(ctx, "Composition", _id("Composition", resource_id))
+    compositions.refuse_if_signed(stored)
+    return _delete("Composition", "A draft that should not exist stays as a draft; a signed note is retracted by "
+                                  "a signed addendum (relatesTo replaces, with the retraction reason).")
+
+
+def _parameters(body: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {str(p.get("name")): p for p in body.get("parameter") or [] if isinstance(p, dict)}
+
+
+@app.post(r"/fhir/Composition/<resource_id>/\$sign")  # "$" escaped: routes are regular expressions
+def sign_composition(resource_id: str) -> Response[str]:
+    ctx = request_context(app)
+    ctx.require("Composition", Interaction.SIGN)
+    note_id = _id("Composition", resource_id)
+    raw = (app.current_event.decoded_body or "").strip()
+    params = _parameters(json_body(app, resource_type="Parameters")) if raw else {}
+    if_match = _if_match()
+    if not ctx.practitioner_id:
+        raise Unprocessable("Your user is not linked to a Practitioner, so it has no signing key")
+    key = signing_keys.active(ctx.tenant, ctx.practitioner_id)
+    if key is None:
+        raise Unprocessable(f"Practitioner/{ctx.practitioner_id} has no signing key; an administrator registers "
+                            "the practitioner again or the practitioner registers a certificate")
+    if (params.get("prepare") or {}).get("valueBoolean") is True:
+        prepared = signature.prepare(ctx, note_id, if_match=if_match, repo=repository(), key=key)
+        audit.record(ctx, AuditEntry("Composition", Action.OPERATION, note_id,
+                                     (records.subject_of(prepared.document) or "",), 200,
+                                     detail={"operation": "$sign", "step": "prepare"}))
+        return fhir_response(signature.prepared_parameters(prepared))
+    device_jws = (params.get("signature") or {}).get("valueString")
+
+    def run() -> Response[str]:
+        signed = signature.sign(ctx, note_id, if_match=if_match, repo=repository(), key=key,
+                                kms_sign=_kms_signer().sign_jws, device_jws=device_jws)
+        patient = records.subject_of(signed.note) or ""
+        target = compositions.addendum_target(signed.note)
+        _publish(lambda ev: ev.NoteSigned(tenant_id=ctx.tenant, note_id=note_id, patient_id=patient,
+                                          version=signed.version, note_type=compositions.note_type(signed.note).kind,
+                                          provenance_id=signed.provenance["id"],
+                                          addendum_of=target[1] if target else None, request_id=ctx.request_id))
+        logger.info("note signed", extra={"tenant": ctx.tenant, "composition_id": note_id})
+        response = fhir_response(signed.note, version=signed.version, last_modified=signed.note["meta"]["lastUpdated"])
+        response.headers["X-Provenance"] = f"Provenance/{signed.provenance['id']}"
+        return response
+
+    return idempotent(app, ctx, run)
+
+
+@app.route(r"/fhir/Composition/<resource_id>/\$verify-signature", method=["GET", "POST"])
+def verify_composition(resource_id: str) -> Response[str]:
+    ctx = request_context(app)
+    ctx.require("Composition", Interaction.VERIFY)
+    note_id = _id("Composition", resource_id)
+    report = signature.verify(ctx, note_id, repo=repository(),
+                              key_for=lambda practitioner, kid: signing_keys.by_kid(ctx.tenant, practitioner, kid))
+    patient = records.subject_of(report.provenance or {}) or ""
+    stored = repository().get(ctx, "Composition", note_id)
+    if stored is not None:
+        patient = records.subject_of(stored.resource) or patient
+    audit.record(ctx, AuditEntry("Composition", Action.OPERATION, note_id, (patient,) if patient else (), 200,
+                                 detail={"operation": "$verify-signature", "valid": str(report.valid).lower()}))
+    return fhir_response(signature.parameters(report))
+
+
+# ------------------------------------------------------------------ Provenance ---
+
+
+@app.get("/fhir/Provenance")
+def search_provenance() -> Response[str]:
+    return _search("Provenance")
+
+
+@app.get("/fhir/Provenance/<resource_id>")
+def read_provenance(resource_id: str) -> Response[str]:
+    return _read("Provenance", resource_id)
+
+
+@logger.inject_lambda_context(clear_state=True)
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    return app.resolve(event, context)
