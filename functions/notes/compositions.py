@@ -148,7 +148,7 @@ def index_entry(resource: dict[str, Any]) -> Entry:
         facets={"patient": (records.subject_of(resource) or "",), "encounter": (encounter,), "author": authors,
                 "related": (target[1],) if target else (), "clinic": (clinic,)},
         attrs={"status": resource["status"], "type": kind.loinc, "kind": kind.kind,
-               "patient": records.subject_of(resource), "encounter": encounter, "author": authors[0] if authors else "",
+               "patient": records.subject_of(resource), "encounter": encounter, "author": list(authors),
                "related": target[1] if target else "", "clinic": clinic},
     )
 

@@ -57,7 +57,7 @@ def index_entry(resource: dict[str, Any]) -> Entry:
         attrs={"clinical": _code(resource.get("clinicalStatus"), "") or "",
                "verification": _code(resource.get("verificationStatus"), "") or "",
                "category": _code((resource.get("category") or [{}])[0], "") or "",
-               "patient": records.subject_of(resource),
+               "patient": records.subject_of(resource), "encounter": encounter,
                "sensitive": bool(resource["meta"].get("security"))},
     )
 

@@ -65,7 +65,7 @@ def index_entry(resource: dict[str, Any]) -> Entry:
         facets={"patient": (records.subject_of(resource) or "",), "clinic": (clinic,),
                 "practitioner": practitioners},
         attrs={"status": resource["status"], "class": resource["class"]["code"],
-               "patient": records.subject_of(resource), "clinic": clinic},
+               "patient": records.subject_of(resource), "clinic": clinic, "practitioner": list(practitioners)},
     )
 
 

@@ -199,7 +199,13 @@ class SearchPlan:
     empty: bool = False  # the patient role asked for another patient's record: nothing matches
 
     def keep(self, attrs: Mapping[str, Any]) -> bool:
-        return all(str(attrs.get(attr, "")) in wanted for attr, wanted in self.conditions)
+        """Whether index attributes satisfy every condition (a list attribute: any of its values)."""
+        for attr, wanted in self.conditions:
+            value = attrs.get(attr, "")
+            values = [str(v) for v in value] if isinstance(value, list | tuple) else [str(value)]
+            if not wanted.intersection(values):
+                return False
+        return True
 
 
 def date_bounds(param: str, value: str) -> tuple[str | None, str | None]:

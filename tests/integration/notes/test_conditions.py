@@ -70,3 +70,16 @@ def test_nurse_reads_but_does_not_diagnose(chain: Chain, patient_id: str) -> Non
     nurse = chain.staff("nurse")
     assert nurse.notes("POST", "/fhir/Condition", condition_body(patient_id)).status == 403
     assert nurse.notes("GET", "/fhir/Condition", query={"patient": patient_id}).status == 200
+
+
+def test_conditions_are_found_by_patient_and_encounter_together(physician: Staff, patient_id: str) -> None:
+    encounter = physician.notes("POST", "/fhir/Encounter", {
+        "resourceType": "Encounter", "status": "in-progress",
+        "class": {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "AMB"},
+        "subject": {"reference": f"Patient/{patient_id}"}}).body
+    linked = physician.notes("POST", "/fhir/Condition", condition_body(
+        patient_id, "J18.9", encounter={"reference": f"Encounter/{encounter['id']}"})).body
+    physician.notes("POST", "/fhir/Condition", condition_body(patient_id, "E11.9"))
+    both = physician.notes("GET", "/fhir/Condition", query={"patient": patient_id, "encounter": encounter["id"]})
+    assert [e["resource"]["id"] for e in both.body["entry"]] == [linked["id"]]
+    assert both.body["entry"][0]["resource"]["category"][0]["coding"][0]["code"] == "encounter-diagnosis"

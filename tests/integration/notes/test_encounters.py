@@ -120,3 +120,13 @@ def test_encounters_are_never_deleted(physician: Staff, patient_id: str) -> None
     reply = physician.notes("DELETE", f"/fhir/Encounter/{created['id']}")
     assert reply.status == 405
     assert physician.notes("GET", f"/fhir/Encounter/{created['id']}").status == 200
+
+
+def test_encounters_are_found_by_patient_and_practitioner_together(physician: Staff, patient_id: str,
+                                                                   chain: Chain) -> None:
+    mine = physician.notes("POST", "/fhir/Encounter", encounter_body(patient_id)).body
+    colleague = chain.staff("physician")
+    colleague.notes("POST", "/fhir/Encounter", encounter_body(patient_id))
+    both = physician.notes("GET", "/fhir/Encounter", query={"patient": patient_id,
+                                                            "practitioner": physician.practitioner_id or ""})
+    assert [e["resource"]["id"] for e in both.body["entry"]] == [mine["id"]]

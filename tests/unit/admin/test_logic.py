@@ -69,7 +69,7 @@ class FakeRepo:
     def search(self, tenant, resource_type, **kwargs):
         return Page([self.get(tenant, t, i) for (t, i) in self.resources if t == resource_type], None)
 
-    def save(self, ctx, write: ResourceWrite, *, now, entry):
+    def save(self, ctx, write: ResourceWrite, *, now, entry, extra=()):
         key = (write.resource["resourceType"], write.resource["id"])
         self.resources.setdefault(key, []).append(write.resource)
         if write.indexed.unique:
