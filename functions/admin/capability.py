@@ -12,11 +12,13 @@ from dataclasses import dataclass
 from typing import Any
 
 # Bump when RESOURCES changes: CapabilityStatement.date is when the statement last changed.
-STATEMENT_DATE = "2025-11-25"
+STATEMENT_DATE = "2026-11-25"
 SOFTWARE_VERSION = "0.1.0"
 FHIR_VERSION = "4.0.1"
 
 _SP = "http://hl7.org/fhir/SearchParameter/"
+# Expediente's own operations (no OperationDefinition is published for them in the FHIR core).
+_OD = "https://expediente.mx/fhir/OperationDefinition/"
 
 
 @dataclass(frozen=True)
@@ -94,6 +96,7 @@ class ResourceCapability:
 _COUNT = SearchParam("_count", "number", "Page size (default and maximum are set per deployment); "
                      "follow the Bundle's next link (_page) for more")
 _ACTIVE = SearchParam("active", "token", "true or false")
+_INCLUDE = SearchParam("_include", "special", "Referenced resources to add (see documentation of the type)")
 _MAINTAINED = ("read", "vread", "history-instance", "search-type", "create", "update")
 
 RESOURCES: tuple[ResourceCapability, ...] = (
@@ -152,6 +155,112 @@ RESOURCES: tuple[ResourceCapability, ...] = (
             SearchParam("name", "string", "Surname(s) or a given name starts with, accent-insensitive",
                         f"{_SP}Practitioner-name"),
             SearchParam("active", "token", "true or false", f"{_SP}Practitioner-active"),
+            _COUNT,
+        ),
+        operations=(
+            Operation("public-key", f"{_OD}Practitioner-public-key",
+                      "GET: the practitioner's signing key (active, or ?kid=) as Parameters, or as PEM with "
+                      "_format=pem (the certificate when they sign with one), to verify signatures offline"),
+            Operation("register-certificate", f"{_OD}Practitioner-register-certificate",
+                      "POST by the practitioner themself: an X.509 certificate (e.firma style) and a detached "
+                      "JWS proving possession of its private key; it becomes their signing key"),
+        ),
+    ),
+    ResourceCapability(
+        type="Encounter",
+        interactions=_MAINTAINED,
+        documentation="Ambulatory (AMB), emergency (EMER) and inpatient (IMP) encounters of one patient at one "
+        "of the chain's clinics (serviceProvider = the clinic, by CLUES). Status moves planned → arrived → "
+        "triaged → in-progress ⇄ onleave → finished, or cancelled / entered-in-error; any other change is 409. "
+        "A finished inpatient stay needs period.end (discharge). Never deleted.",
+        search_params=(
+            SearchParam("patient", "reference", "Patient/<id> or <id>", f"{_SP}clinical-patient"),
+            SearchParam("subject", "reference", "Same as patient", f"{_SP}Encounter-subject"),
+            SearchParam("service-provider", "reference", "The clinic's CLUES", f"{_SP}Encounter-service-provider"),
+            SearchParam("practitioner", "reference", "Practitioner/<id>", f"{_SP}Encounter-practitioner"),
+            SearchParam("status", "token", "Encounter status", f"{_SP}Encounter-status"),
+            SearchParam("class", "token", "AMB | EMER | IMP", f"{_SP}Encounter-class"),
+            SearchParam("date", "date", "Start of the encounter; eq/ge/gt/le/lt", f"{_SP}clinical-date"),
+            _INCLUDE, _COUNT,
+        ),
+    ),
+    ResourceCapability(
+        type="Condition",
+        interactions=_MAINTAINED,
+        documentation="Diagnoses coded in WHO ICD-10 (http://hl7.org/fhir/sid/icd-10). Mexican spellings (I10X, "
+        "E119) are accepted and stored as the WHO code (I10, E11.9); unknown codes and category headers are "
+        "refused naming the code. Sensitive categories (HIV, mental health, STI, sexual and reproductive health) "
+        "carry meta.security labels. Problem list: Condition?patient=<id>&clinical-status=active.",
+        search_params=(
+            SearchParam("patient", "reference", "Patient/<id> or <id>", f"{_SP}clinical-patient"),
+            SearchParam("subject", "reference", "Same as patient", f"{_SP}Condition-subject"),
+            SearchParam("encounter", "reference", "Encounter/<id>", f"{_SP}Condition-encounter"),
+            SearchParam("clinical-status", "token", "active, resolved, ...", f"{_SP}Condition-clinical-status"),
+            SearchParam("verification-status", "token", "confirmed, provisional, ...",
+                        f"{_SP}Condition-verification-status"),
+            SearchParam("category", "token", "problem-list-item | encounter-diagnosis", f"{_SP}Condition-category"),
+            SearchParam("recorded-date", "date", "When recorded; eq/ge/gt/le/lt", f"{_SP}Condition-recorded-date"),
+            _INCLUDE, _COUNT,
+        ),
+    ),
+    ResourceCapability(
+        type="Composition",
+        interactions=_MAINTAINED,
+        documentation="Clinical notes of NOM-004-SSA3 (historia clínica 34117-2, ingreso 47039-3, evolución "
+        "11506-3, interconsulta 11488-4 request and reply, urgencias 34111-1, egreso 18842-5, enfermería "
+        "28623-7). Written as preliminary (each save a version, If-Match); $sign by the author makes them final "
+        "and immutable; corrections are signed addenda (relatesTo appends/replaces). Roles without access to "
+        "narrative receive notes without text (meta.security REDACTED). Timeline: "
+        "Composition?patient=<id>&_include=Composition:encounter&_revinclude=Provenance:target.",
+        search_params=(
+            SearchParam("patient", "reference", "Patient/<id> or <id>", f"{_SP}clinical-patient"),
+            SearchParam("subject", "reference", "Same as patient", f"{_SP}Composition-subject"),
+            SearchParam("encounter", "reference", "Encounter/<id>", f"{_SP}clinical-encounter"),
+            SearchParam("author", "reference", "Practitioner/<id>", f"{_SP}Composition-author"),
+            SearchParam("custodian", "reference", "The clinic's CLUES"),
+            SearchParam("related-ref", "reference", "Composition/<id>: the addenda of a note",
+                        f"{_SP}Composition-related-ref"),
+            SearchParam("type", "token", "LOINC note type", f"{_SP}clinical-type"),
+            SearchParam("category", "token", "Note kind (historia-clinica, evolucion, ...)",
+                        f"{_SP}Composition-category"),
+            SearchParam("status", "token", "preliminary | final", f"{_SP}Composition-status"),
+            SearchParam("date", "date", "When written; eq/ge/gt/le/lt", f"{_SP}clinical-date"),
+            _INCLUDE, SearchParam("_revinclude", "special", "Provenance:target: the notes' signatures"), _COUNT,
+        ),
+        operations=(
+            Operation("sign", f"{_OD}Composition-sign",
+                      "POST with If-Match by the note's author: checks the required sections, pins each entry's "
+                      "version and signs (server-held KMS key), or with prepare=true / signature=<JWS> for a "
+                      "certificate held on the practitioner's device; stores a Provenance"),
+            Operation("verify-signature", f"{_OD}Composition-verify-signature",
+                      "GET or POST: re-checks the stored note, every pinned entry and the signature; answers "
+                      "Parameters valid/reason/check"),
+        ),
+    ),
+    ResourceCapability(
+        type="Provenance",
+        interactions=("read", "search-type"),
+        documentation="One per signature: target = the signed note version, signature.data = the detached JWS "
+        "(application/jose) over the RFC 8785 canonical JSON of the note without meta.",
+        search_params=(
+            SearchParam("target", "reference", "Composition/<id>", f"{_SP}Provenance-target"),
+            SearchParam("patient", "reference", "Patient/<id> or <id>", f"{_SP}Provenance-patient"),
+            _COUNT,
+        ),
+    ),
+    ResourceCapability(
+        type="Observation",
+        interactions=_MAINTAINED,
+        documentation="Vital signs (LOINC 8310-5, 8867-4, 9279-1, 85354-9 with 8480-6/8462-4, 29463-7, 8302-2, "
+        "39156-5, 59408-5) with UCUM units and plausible-range checks; corrections are new versions.",
+        search_params=(
+            SearchParam("patient", "reference", "Patient/<id> or <id>", f"{_SP}clinical-patient"),
+            SearchParam("subject", "reference", "Same as patient", f"{_SP}Observation-subject"),
+            SearchParam("encounter", "reference", "Encounter/<id>", f"{_SP}clinical-encounter"),
+            SearchParam("category", "token", "vital-signs", f"{_SP}Observation-category"),
+            SearchParam("code", "token", "LOINC code", f"{_SP}clinical-code"),
+            SearchParam("status", "token", "final, amended, ...", f"{_SP}Observation-status"),
+            SearchParam("date", "date", "When measured; eq/ge/gt/le/lt", f"{_SP}clinical-date"),
             _COUNT,
         ),
     ),

@@ -464,9 +464,7 @@ def search_audit_events(ctx: RequestContext, params: Mapping[str, str], *, repo:
 def public_key(ctx: RequestContext, practitioner_id: str, *, kid: str | None, repo: Repository,
                record: Recorder) -> signing_keys.KeyRecord:
     """A practitioner's signing key (the active one, or ``kid``): public material only, for verifiers."""
-    if not (ctx.roles and (_can(ctx, "Practitioner", Interaction.READ) or _can(ctx, "Composition",
-                                                                                Interaction.VERIFY))):
-        raise Forbidden(f"Role {ctx.role_names} may not read signing keys")
+    ctx.require("Practitioner", Interaction.PUBLIC_KEY)
     practitioner_id = _resource_id("Practitioner", practitioner_id)
     if repo.get(ctx.tenant, "Practitioner", practitioner_id) is None:
         raise NotFound(f"Practitioner/{practitioner_id} not found")
@@ -477,14 +475,6 @@ def public_key(ctx: RequestContext, practitioner_id: str, *, kid: str | None, re
     record(ctx, AuditEntry("Practitioner", Action.OPERATION, practitioner_id,
                            detail={"operation": "$public-key", "kid": key.kid}))
     return key
-
-
-def _can(ctx: RequestContext, resource_type: str, interaction: Interaction) -> bool:
-    try:
-        ctx.require(resource_type, interaction)
-    except Forbidden:
-        return False
-    return True
 
 
 CERTIFICATE_PROOF_PURPOSE = "register-certificate"
@@ -505,6 +495,7 @@ def register_certificate(ctx: RequestContext, practitioner_id: str, *, certifica
     nobody can register a certificate they do not hold. Earlier keys stay on record, so older
     signatures still verify.
     """
+    ctx.require("Practitioner", Interaction.REGISTER_CERTIFICATE)
     practitioner_id = _resource_id("Practitioner", practitioner_id)
     if ctx.practitioner_id != practitioner_id:
         raise Forbidden("A practitioner registers their own certificate, from their own session")

@@ -46,6 +46,14 @@ COGNITO_ADMIN_ACTIONS = (
 )
 
 
+# Practitioners' signing keys (layers/common/expediente/signing.py tags every key it creates with
+# purpose=practitioner-signing); IAM conditions keep both grants to those keys only.
+SIGNING_KEY_TAG = ("purpose", "practitioner-signing")
+SIGNING_KEY_CREATE_ACTIONS = ("kms:CreateKey", "kms:TagResource")
+SIGNING_KEY_MANAGE_ACTIONS = ("kms:GetPublicKey", "kms:ScheduleKeyDeletion")
+SIGNING_KEY_SIGN_ACTIONS = ("kms:Sign",)
+
+
 def handler_for(function_id: str) -> str:
     """The handler string for a function asset built by ``infra.build``."""
     return f"{function_id}.handler.lambda_handler"
@@ -160,6 +168,36 @@ class ExpedienteFunction(Construct):
             shared.event_bus.grant_put_events_to(self.role)
         if definition.cognito_admin:
             shared.user_pool.grant(self.role, *COGNITO_ADMIN_ACTIONS)
+        if definition.signing_keys:
+            self._grant_signing_keys(definition.signing_keys)
+
+    def _grant_signing_keys(self, use: str) -> None:
+        """``create``: make practitioner keys (only ECC_NIST_P256 signing keys tagged for the purpose)
+        and read their public key; ``sign``: sign with keys carrying that tag and nothing else."""
+        stack = cdk.Stack.of(self)
+        keys = f"arn:{stack.partition}:kms:{stack.region}:{stack.account}:key/*"
+        tag, value = SIGNING_KEY_TAG
+        if use == "create":
+            self.role.add_to_principal_policy(iam.PolicyStatement(
+                actions=list(SIGNING_KEY_CREATE_ACTIONS), resources=["*"],
+                conditions={
+                    "StringEquals": {f"aws:RequestTag/{tag}": value, "kms:KeySpec": "ECC_NIST_P256",
+                                     "kms:KeyUsage": "SIGN_VERIFY"},
+                },
+            ))
+            self.role.add_to_principal_policy(iam.PolicyStatement(
+                actions=list(SIGNING_KEY_MANAGE_ACTIONS), resources=[keys],
+                conditions={"StringEquals": {f"aws:ResourceTag/{tag}": value}},
+            ))
+        elif use == "sign":
+            self.role.add_to_principal_policy(iam.PolicyStatement(
+                actions=list(SIGNING_KEY_SIGN_ACTIONS), resources=[keys],
+                conditions={"StringEquals": {f"aws:ResourceTag/{tag}": value,
+                                             "kms:SigningAlgorithm": "ECDSA_SHA_256",
+                                             "kms:MessageType": "DIGEST"}},
+            ))
+        else:
+            raise ValueError(f"signing_keys must be 'create' or 'sign', not {use!r}")
 
     def _errors_alarm(self, shared: SharedResources) -> cloudwatch.Alarm:
         alarm = cloudwatch.Alarm(
@@ -200,9 +238,19 @@ class ExpedienteFunction(Construct):
 
         policy = self.role.node.find_child("DefaultPolicy")
         acknowledge(policy, "HIPAA.Security-IAMNoInlinePolicy", INLINE_POLICY_REASON)
+        creates_keys = self.definition.signing_keys == "create"
         acknowledge(policy, "AwsSolutions-IAM5[Resource::*]",
-                    "X-Ray PutTraceSegments/PutTelemetryRecords support no resource-level "
-                    "permissions; every other statement names its resources.")
+                    "X-Ray PutTraceSegments/PutTelemetryRecords support no resource-level permissions"
+                    + ("; kms:CreateKey has no resource to name before the key exists, and its statement only "
+                       "allows ECC_NIST_P256 SIGN_VERIFY keys tagged purpose=practitioner-signing" if creates_keys
+                       else "")
+                    + "; every other statement names its resources.")
+        if self.definition.signing_keys:
+            stack = cdk.Stack.of(self)
+            keys = f"arn:{stack.partition}:kms:{stack.region}:{stack.account}:key/*"
+            acknowledge(policy, f"AwsSolutions-IAM5[Resource::{rendered(self, keys)}]",
+                        "Practitioners' signing keys are created at run time, one per practitioner; the "
+                        "statement is limited by condition to keys tagged purpose=practitioner-signing.")
         for action in ("kms:GenerateDataKey*", "kms:ReEncrypt*"):
             acknowledge(policy, f"AwsSolutions-IAM5[Action::{action}]",
                         f"{action} comes from CDK's KMS grants for the table key and the app key; it is "

@@ -256,3 +256,31 @@ def test_cognito_admin_grant_covers_every_cognito_call_in_the_code() -> None:
                 if operation in operations:
                     called.add(operation)
         assert called <= granted, f"{fn.id} calls {sorted(called - granted)} without a grant"
+
+
+@pytest.mark.parametrize("function_id", FUNCTION_IDS)
+def test_signing_key_grants_are_limited_to_practitioner_keys(synth: Synth, function_id: str) -> None:
+    """Only the admin function creates practitioners' keys and only notes signs; both only on tagged keys."""
+    resources = synth.stateless_template.to_json()["Resources"]
+    _, fn = _function(synth, function_id)
+    statements = _policy_statements(resources, fn["Properties"]["Role"]["Fn::GetAtt"][0])
+    signing = [s for s in statements if s["Effect"] == "Allow" and any(
+        a in ("kms:CreateKey", "kms:Sign", "kms:GetPublicKey", "kms:ScheduleKeyDeletion", "kms:TagResource")
+        for a in _as_list(s["Action"]))]
+    use = definitions.function(function_id).signing_keys
+    actions = sorted(a for s in signing for a in _as_list(s["Action"]))
+    expected = {
+        "create": ["kms:CreateKey", "kms:GetPublicKey", "kms:ScheduleKeyDeletion", "kms:TagResource"],
+        "sign": ["kms:Sign"],
+        "": [],
+    }[use]
+    assert actions == expected
+    for statement in signing:
+        conditions = statement["Condition"]["StringEquals"]
+        tag = next(v for k, v in conditions.items() if k.startswith("aws:") and k.endswith("Tag/purpose"))
+        assert tag == "practitioner-signing"
+        if "kms:CreateKey" in _as_list(statement["Action"]):
+            assert conditions["kms:KeySpec"] == "ECC_NIST_P256"
+            assert conditions["kms:KeyUsage"] == "SIGN_VERIFY"
+        if "kms:Sign" in _as_list(statement["Action"]):
+            assert conditions["kms:SigningAlgorithm"] == "ECDSA_SHA_256"

@@ -36,6 +36,8 @@ class Interaction(StrEnum):
     MERGE = "$merge"
     SIGN = "$sign"
     VERIFY = "$verify-signature"
+    PUBLIC_KEY = "$public-key"
+    REGISTER_CERTIFICATE = "$register-certificate"
 
 
 _I = Interaction
@@ -107,8 +109,13 @@ PERMISSIONS: Final[dict[str, dict[Role, frozenset[Interaction]]]] = {
         **{role: _LOOKUP for role in (*_CLINICAL, Role.AUDITOR, Role.PATIENT)},
     },
     "Practitioner": {
-        Role.ADMIN: _MAINTAIN,
-        **{role: _LOOKUP for role in (*_CLINICAL, Role.AUDITOR)},
+        Role.ADMIN: _MAINTAIN | {_I.PUBLIC_KEY},
+        **{role: _LOOKUP | {_I.PUBLIC_KEY} for role in (*_CLINICAL, Role.AUDITOR)},
+        # Signers register their own certificate (checked against their practitioner link).
+        **{role: _LOOKUP | {_I.PUBLIC_KEY, _I.REGISTER_CERTIFICATE}
+           for role in (Role.PHYSICIAN, Role.NURSE, Role.PHARMACIST, Role.LAB, Role.RADIOLOGY)},
+        # Anyone holding a signed note may check its signature offline with the signer's public key.
+        Role.PATIENT: frozenset({_I.PUBLIC_KEY}),
     },
     "User": {
         Role.ADMIN: frozenset({_I.READ, _I.SEARCH, _I.CREATE, _I.UPDATE}),
