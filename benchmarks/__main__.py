@@ -6,6 +6,8 @@
    audit write) against a bare DynamoDB ``GetItem`` on the same embedded endpoint: p50 ratio.
 3. AWS calls per request, counted with botocore hooks: read, create, search.
 4. Search cost with 1,000 and 50,000 patients loaded: items read per search and p50 latency.
+5. Signing a note against a bare KMS ``Sign`` on the embedded endpoint: p50 ratio.
+6. Listing a patient's notes with 10 and with 5,000 notes: items read and p50.
 
 Figures are printed and written to ``benchmarks/README.md`` (between markers).
 """
@@ -19,7 +21,7 @@ import sys
 import time
 from pathlib import Path
 
-from benchmarks import calls, cold, local_http, search_scale
+from benchmarks import calls, cold, local_http, notes, search_scale
 
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "benchmarks" / "README.md"
@@ -38,6 +40,8 @@ def main() -> int:
     sections.append(local_http.run(requests_count=50 if args.quick else 300))
     sections.append(calls.run())
     sections.append(search_scale.run(small=1_000, large=large, searches=12 if args.quick else 60))
+    sections.append(notes.signing(notes=20 if args.quick else 100))
+    sections.append(notes.listing(small=10, large=5_000, requests=12 if args.quick else 60))
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT,
                             check=False).stdout.strip()
     header = (f"Measured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} on commit `{commit or 'uncommitted'}`, "

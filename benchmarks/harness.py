@@ -35,6 +35,9 @@ def world(*, dynamodb_endpoint: str | None = None) -> Iterator[str]:
     With ``dynamodb_endpoint``, DynamoDB calls go to that engine instead (dynalite), with the same
     tables; everything else stays in moto.
     """
+    from local import moto_patches
+
+    moto_patches.apply()
     saved = dict(os.environ)
     os.environ.pop("AWS_ENDPOINT_URL", None)
     os.environ["AWS_DEFAULT_REGION"] = REGION
@@ -60,6 +63,7 @@ class AwsCalls:
 
     def __init__(self) -> None:
         self.ops: Counter[str] = Counter()
+        self.op_seconds: Counter[str] = Counter()
         self.items_read = 0
         self.seconds = 0.0
         self._started: dict[int, float] = {}
@@ -73,8 +77,10 @@ class AwsCalls:
         self._started[id(model)] = time.perf_counter()
 
     def _after(self, model: Any, parsed: dict[str, Any], **_: Any) -> None:
-        self.seconds += time.perf_counter() - self._started.pop(id(model), time.perf_counter())
+        elapsed = time.perf_counter() - self._started.pop(id(model), time.perf_counter())
+        self.seconds += elapsed
         self.ops[f"{model.service_model.service_name}:{model.name}"] += 1
+        self.op_seconds[f"{model.service_model.service_name}:{model.name}"] += elapsed
         if model.name in ("Query", "Scan"):
             self.items_read += int(parsed.get("ScannedCount", 0))
         elif model.name == "GetItem":
@@ -84,6 +90,7 @@ class AwsCalls:
 
     def reset(self) -> None:
         self.ops.clear()
+        self.op_seconds.clear()
         self.items_read = 0
         self.seconds = 0.0
 

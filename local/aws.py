@@ -212,9 +212,9 @@ class EmbeddedAws:
         Raises OSError if the port is in use. moto keeps one state per process, so the reset
         makes every start a fresh, empty AWS.
         """
-        from local.moto_patches import sign_digests_like_kms
+        from local import moto_patches
 
-        sign_digests_like_kms()
+        moto_patches.apply()
         self._server.start(self._host, self._port)
         requests.post(f"{self.endpoint}/moto-api/reset", timeout=10).raise_for_status()
         logger.info("embedded AWS listening on %s", self.endpoint)

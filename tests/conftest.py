@@ -51,9 +51,9 @@ def world(monkeypatch: pytest.MonkeyPatch) -> Iterator[World]:
     for name in ("AWS_ENDPOINT_URL", "AWS_PROFILE"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
-    from local.moto_patches import sign_digests_like_kms
+    from local import moto_patches
 
-    sign_digests_like_kms()
+    moto_patches.apply()
     with mock_aws():
         key_arn, queue_url = provision()
         for name, value in environment(key_arn).items():

@@ -217,7 +217,6 @@ RESOURCES: tuple[ResourceCapability, ...] = (
             SearchParam("subject", "reference", "Same as patient", f"{_SP}Composition-subject"),
             SearchParam("encounter", "reference", "Encounter/<id>", f"{_SP}clinical-encounter"),
             SearchParam("author", "reference", "Practitioner/<id>", f"{_SP}Composition-author"),
-            SearchParam("custodian", "reference", "The clinic's CLUES"),
             SearchParam("related-ref", "reference", "Composition/<id>: the addenda of a note",
                         f"{_SP}Composition-related-ref"),
             SearchParam("type", "token", "LOINC note type", f"{_SP}clinical-type"),
@@ -243,9 +242,8 @@ RESOURCES: tuple[ResourceCapability, ...] = (
         documentation="One per signature: target = the signed note version, signature.data = the detached JWS "
         "(application/jose) over the RFC 8785 canonical JSON of the note without meta.",
         search_params=(
-            SearchParam("target", "reference", "Composition/<id>", f"{_SP}Provenance-target"),
-            SearchParam("patient", "reference", "Patient/<id> or <id>", f"{_SP}Provenance-patient"),
-            _COUNT,
+            SearchParam("target", "reference", "Composition/<id>: the signature of that note",
+                        f"{_SP}Provenance-target"),
         ),
     ),
     ResourceCapability(

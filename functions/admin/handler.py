@@ -17,7 +17,7 @@ from typing import Any
 from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from expediente import audit, aws, signing, signing_keys
+from expediente import audit, aws, signing_keys
 from expediente.api import (
     base_url,
     create_app,
@@ -130,12 +130,16 @@ class KmsSigningKeys:
     """Practitioners' signing keys in KMS (ECC_NIST_P256), created when they are registered."""
 
     def create(self, tenant: str, practitioner_id: str, *, now: str) -> signing_keys.KeyRecord:
+        from expediente import signing  # loaded when a practitioner is registered (cold start)
+
         key = signing.KmsSigner(aws.client("kms")).create_key(tenant=tenant, practitioner_id=practitioner_id)
         return signing_keys.KeyRecord(practitioner_id=practitioner_id, kid=key.kid, kind=signing_keys.KMS,
                                       public_key_pem=key.public_key_pem, algorithms=(signing.ES256,),
                                       created=now, key_id=key.key_id)
 
     def abandon(self, record: signing_keys.KeyRecord) -> None:
+        from expediente import signing
+
         signing.KmsSigner(aws.client("kms")).schedule_deletion(record.key_id)
 
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from expediente import signing, signing_keys
+from expediente import signing_keys
 from expediente.audit import Action, AuditEntry, to_audit_event
 from expediente.context import RequestContext, TenantId, valid_resource_id
 from expediente.errors import (
@@ -495,6 +495,8 @@ def register_certificate(ctx: RequestContext, practitioner_id: str, *, certifica
     nobody can register a certificate they do not hold. Earlier keys stay on record, so older
     signatures still verify.
     """
+    from expediente import signing  # loaded by this operation only (cold start)
+
     ctx.require("Practitioner", Interaction.REGISTER_CERTIFICATE)
     practitioner_id = _resource_id("Practitioner", practitioner_id)
     if ctx.practitioner_id != practitioner_id:

@@ -51,8 +51,9 @@ VITAL_SIGNS_CATEGORY = "vital-signs"
 SEARCH = SearchSpec(
     resource_type="Composition",
     facets={"patient": "patient", "subject": "patient", "encounter": "encounter", "author": "author",
-            "related-ref": "related", "custodian": "clinic"},
-    filters={"type": "type", "status": "status", "category": "kind"},
+            "related-ref": "related"},
+    filters={"type": "type", "category": "kind"},
+    resource_filters={"status": lambda resource: str(resource.get("status", ""))},
     date="date",
     references={"patient": "Patient", "subject": "Patient", "encounter": "Encounter", "author": "Practitioner",
                 "related-ref": "Composition"},
@@ -146,8 +147,9 @@ def index_entry(resource: dict[str, Any]) -> Entry:
     return Entry(
         sort=resource["date"],
         facets={"patient": (records.subject_of(resource) or "",), "encounter": (encounter,), "author": authors,
-                "related": (target[1],) if target else (), "clinic": (clinic,)},
-        attrs={"status": resource["status"], "type": kind.loinc, "kind": kind.kind,
+                "related": (target[1],) if target else ()},
+        # No status here: signing then leaves the index items as they are (status is checked on the note).
+        attrs={"type": kind.loinc, "kind": kind.kind,
                "patient": records.subject_of(resource), "encounter": encounter, "author": list(authors),
                "related": target[1] if target else "", "clinic": clinic},
     )
@@ -268,9 +270,11 @@ def _links(ctx: RequestContext, resource: dict[str, Any], kind: NoteType, *, rep
 def check_entries(ctx: RequestContext, resource: dict[str, Any], patient_id: str) -> dict[str, Stored]:
     """Every entry must exist in the tenant and belong to the note's patient; returns them by reference."""
     found: dict[str, Stored] = {}
-    for code, s, e, ref in entry_refs(resource):
+    listed = entry_refs(resource)
+    loaded = records.load_many(ctx.tenant, [ref for _, _, _, ref in listed])
+    for code, s, e, ref in listed:
         where = f"Composition.section[{s}].entry[{e}]"
-        stored = records.load(ctx.tenant, ref)
+        stored = loaded.get(str(ref))
         if stored is None:
             raise Unprocessable(f"{where}: {ref} does not exist", expression=where)
         if records.subject_of(stored.resource) != patient_id:

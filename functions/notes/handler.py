@@ -33,7 +33,7 @@ from expediente.fhir import history_bundle, page_size, parse_if_match, query_fin
 from expediente.permissions import Interaction, reads_narrative
 from expediente.store import Stored
 
-from . import compositions, conditions, encounters, signature
+from . import compositions, conditions, encounters
 from .repository import repository
 
 app = create_app()
@@ -42,8 +42,6 @@ SEARCHES: dict[str, SearchSpec] = {
     "Encounter": encounters.SEARCH,
     "Composition": compositions.SEARCH,
     "Condition": conditions.SEARCH,
-    "Provenance": SearchSpec(resource_type="Provenance", facets={"target": "target", "patient": "patient"},
-                             references={"target": "Composition", "patient": "Patient"}),
 }
 
 
@@ -172,6 +170,7 @@ def _search(resource_type: str) -> Response[str]:
         found, page = repo.search(ctx, resource_type, plan.facet, plan.value, limit=page_size(params),
                                   token=params.get("_page"), fingerprint=query_fingerprint(params),
                                   low=plan.low, high=plan.high, keep=plan.keep)
+        found = [s for s in found if plan.matches(s.resource)]
         next_token = page.next_token
     included = _included(ctx, repo, found, includes)
     audit.record(ctx, AuditEntry(resource_type, Action.SEARCH, None, _patients_of(found + included), 200,
@@ -188,7 +187,6 @@ _INCLUDES = {
                     "_revinclude": {"Provenance:target"}},
     "Encounter": {"_include": {"Encounter:patient"}, "_revinclude": set()},
     "Condition": {"_include": {"Condition:encounter"}, "_revinclude": set()},
-    "Provenance": {"_include": set(), "_revinclude": set()},
 }
 
 
@@ -423,6 +421,8 @@ def _parameters(body: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 @app.post(r"/fhir/Composition/<resource_id>/\$sign")  # "$" escaped: routes are regular expressions
 def sign_composition(resource_id: str) -> Response[str]:
+    from . import signature  # loaded by the signing routes only (docs/decisions/0009-cold-start.md)
+
     ctx = request_context(app)
     ctx.require("Composition", Interaction.SIGN)
     note_id = _id("Composition", resource_id)
@@ -462,6 +462,8 @@ def sign_composition(resource_id: str) -> Response[str]:
 
 @app.route(r"/fhir/Composition/<resource_id>/\$verify-signature", method=["GET", "POST"])
 def verify_composition(resource_id: str) -> Response[str]:
+    from . import signature
+
     ctx = request_context(app)
     ctx.require("Composition", Interaction.VERIFY)
     note_id = _id("Composition", resource_id)
@@ -481,7 +483,29 @@ def verify_composition(resource_id: str) -> Response[str]:
 
 @app.get("/fhir/Provenance")
 def search_provenance() -> Response[str]:
-    return _search("Provenance")
+    """``Provenance?target=Composition/<id>``: the signature of a note (found through the note)."""
+    ctx = request_context(app)
+    ctx.require("Provenance", Interaction.SEARCH)
+    params = query_params(app)
+    unknown = sorted(set(params) - {"target", "_count"})
+    if unknown or not params.get("target"):
+        raise Invalid("Provenance search takes target=Composition/<id> (a note's signature)",
+                      expression=unknown[0] if unknown else "target")
+    repo = repository()
+    found: list[Stored] = []
+    for value in params["target"].split(","):
+        ref = records.parse(value if "/" in value else f"Composition/{value}", where="target",
+                            types=("Composition",))
+        note = repo.get(ctx, "Composition", ref.id)
+        provenance = note.attrs.get("provenance") if note is not None else None
+        stored = repo.get(ctx, "Provenance", str(provenance)) if provenance else None
+        if stored is not None:
+            found.append(stored)
+    audit.record(ctx, AuditEntry("Provenance", Action.SEARCH, None, _patients_of(found), 200,
+                                 query_params=tuple(sorted(params))))
+    bundle = searchset(base_url=base_url(app), path="/fhir/Provenance", params=params,
+                       resources=[s.resource for s in found], next_token=None, total=len(found))
+    return fhir_response(bundle)
 
 
 @app.get("/fhir/Provenance/<resource_id>")

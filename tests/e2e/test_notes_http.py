@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import base64
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import rfc8785
@@ -12,6 +15,17 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
 pytestmark = pytest.mark.e2e
+SCRIPT = Path(__file__).resolve().parents[2] / "docs" / "examples" / "verify_signature.py"
+
+
+def _offline_script(folder: Path, note: dict, provenance: dict, pem: bytes) -> None:
+    (folder / "note.json").write_text(json.dumps(note), encoding="utf-8")
+    (folder / "provenance.json").write_text(json.dumps(provenance), encoding="utf-8")
+    (folder / "signer.pem").write_bytes(pem)
+    run = subprocess.run([sys.executable, str(SCRIPT), *(str(folder / n) for n in
+                                                           ("note.json", "provenance.json", "signer.pem"))],
+                         capture_output=True, text=True, check=False)
+    assert run.returncode == 0 and run.stdout.strip() == "valid", run.stdout + run.stderr
 SECTION = "https://expediente.mx/fhir/CodeSystem/seccion-nota"
 
 
@@ -34,7 +48,7 @@ def _vital(patient: str, encounter: str, code: str, value: float, unit: str) -> 
             "valueQuantity": {"value": value, "unit": unit, "system": "http://unitsofmeasure.org", "code": unit}}
 
 
-def test_encounter_note_signature_and_offline_verification_over_http(api):
+def test_encounter_note_signature_and_offline_verification_over_http(api, tmp_path):
     tenant = api.tenant(0)
     patient = tenant.patient_ids[0]
     physician, nurse = api.as_user("physician"), api.as_user("nurse")
@@ -91,6 +105,12 @@ def test_encounter_note_signature_and_offline_verification_over_http(api):
     raw = base64.urlsafe_b64decode(signature_b64 + "==")
     der = encode_dss_signature(int.from_bytes(raw[:32], "big"), int.from_bytes(raw[32:], "big"))
     key.verify(der, header_b64.encode() + b"." + payload, ec.ECDSA(hashes.SHA256()))
+
+    # The same check with the README's script, as a third party would run it.
+    _offline_script(tmp_path, signed.json(), provenance["entry"][0]["resource"], pem.content)
+    tampered = {**signed.json(), "title": "Otra nota"}
+    with pytest.raises(AssertionError, match="invalid"):
+        _offline_script(tmp_path, tampered, provenance["entry"][0]["resource"], pem.content)
 
     reception = api.as_user("reception")
     seen = reception.get(f"/fhir/Composition/{nid}").json()

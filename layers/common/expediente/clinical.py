@@ -186,6 +186,9 @@ class SearchSpec:
     facets: Mapping[str, str]
     filters: Mapping[str, str] = field(default_factory=dict)
     date: str | None = None
+    # token parameters checked on the resource itself after it is read (values that change when the
+    # resource changes, such as a note's status, so its index items need not be rewritten then)
+    resource_filters: Mapping[str, Callable[[Mapping[str, Any]], str]] = field(default_factory=dict)
     references: Mapping[str, str] = field(default_factory=dict)  # param -> referenced type (strip "Type/")
 
 
@@ -197,6 +200,11 @@ class SearchPlan:
     high: str | None
     conditions: tuple[tuple[str, frozenset[str]], ...]
     empty: bool = False  # the patient role asked for another patient's record: nothing matches
+    resource_conditions: tuple[tuple[Callable[[Mapping[str, Any]], str], frozenset[str]], ...] = ()
+
+    def matches(self, resource: Mapping[str, Any]) -> bool:
+        """Whether a fetched resource satisfies the conditions checked on resources."""
+        return all(read(resource) in wanted for read, wanted in self.resource_conditions)
 
     def keep(self, attrs: Mapping[str, Any]) -> bool:
         """Whether index attributes satisfy every condition (a list attribute: any of its values)."""
@@ -231,7 +239,7 @@ def _before(date: str) -> str:
 
 def plan_search(ctx: RequestContext, spec: SearchSpec, params: Mapping[str, str]) -> SearchPlan:
     """Turn FHIR search parameters into one bounded index Query plus filters; 400 for anything unsupported."""
-    allowed = {*spec.facets, *spec.filters, *([spec.date] if spec.date else []), *_PAGING}
+    allowed = {*spec.facets, *spec.filters, *spec.resource_filters, *([spec.date] if spec.date else []), *_PAGING}
     unknown = sorted(set(params) - allowed)
     if unknown:
         raise Invalid(f"Unsupported {spec.resource_type} search parameter(s): {', '.join(unknown)}",
@@ -268,7 +276,10 @@ def plan_search(ctx: RequestContext, spec: SearchSpec, params: Mapping[str, str]
     sort = params.get("_sort")
     if sort not in (None, "", "-date", "-_lastUpdated"):
         raise Invalid("_sort supports -date only (newest first, the default)", expression="_sort")
-    return SearchPlan(spec.facets[facet_param], values[facet_param], low, high, tuple(conditions), empty)
+    on_resource = tuple((read, frozenset(v.strip() for v in params[p].split(",")))
+                        for p, read in spec.resource_filters.items() if params.get(p))
+    return SearchPlan(spec.facets[facet_param], values[facet_param], low, high, tuple(conditions), empty,
+                      on_resource)
 
 
 def new_id() -> str:

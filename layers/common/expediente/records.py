@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from functools import cache
+from typing import Any
 
 from expediente import tenants
 from expediente.context import TenantId
@@ -90,6 +91,43 @@ def load(tenant: TenantId, ref: Ref) -> Stored | None:
     if ref.version is None:
         return target.get(tenant, ref.id)
     return target.get_version(tenant, ref.id, ref.version)
+
+
+def load_many(tenant: TenantId, refs: list[Ref]) -> dict[str, Stored]:
+    """Several references at once, keyed by ``str(ref)``; missing ones are absent.
+
+    Current versions come from one ``BatchGetItem`` across the owning tables (consistent reads);
+    versioned references are read one by one.
+    """
+    from expediente import aws
+    from expediente.store import batch_get
+
+    found: dict[str, Stored] = {}
+    wanted: dict[tuple[str, str], Ref] = {}
+    for ref in refs:
+        if ref.resource_type in PENDING_TYPES and not stored_here(ref.resource_type):
+            load(tenant, ref)  # raises the explanation
+        if ref.version is not None:
+            stored = load(tenant, ref)
+            if stored is not None:
+                found[str(ref)] = stored
+        else:
+            wanted[(ref.resource_type, ref.id)] = ref
+    request: dict[str, Any] = {}
+    for resource_type, resource_id in wanted:
+        target = store(resource_type)
+        table = request.setdefault(target.table, {"Keys": [], "ConsistentRead": True})
+        table["Keys"].append(target.current_key(tenant, resource_id))
+    while request:
+        response = batch_get(request)
+        for items in response.get("Responses", {}).values():
+            for raw in items:
+                item = aws.from_item(raw)
+                _, resource_type, resource_id = str(item["pk"]).rsplit("#", 2)
+                ref = wanted[(resource_type, resource_id)]
+                found[str(ref)] = store(resource_type).decode(tenant, resource_id, item)
+        request = response.get("UnprocessedKeys") or {}
+    return found
 
 
 def unique_key(tenant: str, resource_type: str, value: str) -> dict[str, str]:

@@ -188,6 +188,11 @@ def get_item(table: str, key: dict[str, Any]) -> dict[str, Any] | None:
     return None if item is None else aws.from_item(item)
 
 
+def batch_get(request: dict[str, Any]) -> dict[str, Any]:
+    """One ``BatchGetItem`` (``RequestItems``) with errors mapped to 503."""
+    return _call("batch_get_item", RequestItems=request)
+
+
 def query(**kwargs: Any) -> dict[str, Any]:
     """A DynamoDB ``Query`` with errors mapped to 503."""
     return _call("query", **kwargs)

@@ -58,6 +58,17 @@ def test_a_fresh_signature_verifies(physician: Staff, visit: Visit) -> None:
         "valid": True, "reason": "signature valid: the note and its entries are exactly as signed"}
 
 
+def test_the_signed_note_and_its_provenance_are_valid_fhir_r4(physician: Staff, visit: Visit) -> None:
+    from fhir.resources.R4B.composition import Composition
+    from fhir.resources.R4B.provenance import Provenance
+
+    note = _signed_note(physician, visit)
+    Composition.model_validate(note)
+    provenance = physician.notes("GET", "/fhir/Provenance", query={"target": f"Composition/{note['id']}"})
+    Provenance.model_validate(provenance.body["entry"][0]["resource"])
+    assert provenance.body["entry"][0]["resource"]["signature"][0]["sigFormat"] == "application/jose"
+
+
 def test_a_tampered_stored_note_fails_verification(physician: Staff, visit: Visit, chain: Chain) -> None:
     note = _signed_note(physician, visit)
 
