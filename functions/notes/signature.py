@@ -331,6 +331,11 @@ def verify(ctx: RequestContext, note_id: str, *, repo: ClinicalRepository,
     result = signing.verify(jws, payload, public_key_pem=None if key.certificate_pem else key.public_key_pem,
                             certificate_pem=key.certificate_pem or None, at=at)
     checks.append(("signature", result.valid, result.reason))
+    recorded = next((e.get("valueString") for e in provenance.get("extension") or [] if e.get("url") == DIGEST_EXT),
+                    None)
+    same = recorded == hashlib.sha256(payload).hexdigest()
+    checks.append(("document digest", same, "SHA-256 of the canonical note matches the Provenance" if same
+                   else "SHA-256 of the canonical note differs from the one recorded at signing"))
     if signed.resource["author"][0]["reference"] != f"Practitioner/{practitioner}":
         checks.append(("signer", False, "the signer is not the note's author"))
     for section in signed.resource.get("section") or []:

@@ -83,3 +83,21 @@ def test_conditions_are_found_by_patient_and_encounter_together(physician: Staff
     both = physician.notes("GET", "/fhir/Condition", query={"patient": patient_id, "encounter": encounter["id"]})
     assert [e["resource"]["id"] for e in both.body["entry"]] == [linked["id"]]
     assert both.body["entry"][0]["resource"]["category"][0]["coding"][0]["code"] == "encounter-diagnosis"
+
+
+def test_a_condition_needs_an_existing_patient(physician: Staff) -> None:
+    reply = physician.notes("POST", "/fhir/Condition", condition_body("nobody"))
+    assert reply.status == 422 and "Patient/nobody" in reply.issue
+
+
+def test_entered_in_error_has_no_clinical_status(physician: Staff, patient_id: str) -> None:
+    created = physician.notes("POST", "/fhir/Condition", condition_body(patient_id)).body
+    wrong = {**created, "verificationStatus": {"coding": [{
+        "system": "http://terminology.hl7.org/CodeSystem/condition-ver-status", "code": "entered-in-error"}]}}
+    refused = physician.notes("PUT", f"/fhir/Condition/{created['id']}", wrong, headers={"If-Match": 'W/"1"'})
+    assert refused.status == 400 and "no clinicalStatus" in refused.issue
+    wrong.pop("clinicalStatus")
+    fixed = physician.notes("PUT", f"/fhir/Condition/{created['id']}", wrong, headers={"If-Match": 'W/"1"'})
+    assert fixed.status == 200, fixed.body
+    active = physician.notes("GET", "/fhir/Condition", query={"patient": patient_id, "clinical-status": "active"})
+    assert active.body.get("entry", []) == []

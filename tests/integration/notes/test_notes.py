@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from tests.integration.notes.conftest import (
@@ -324,3 +325,100 @@ def test_reads_signatures_and_addenda_are_audited(physician: Staff, visit: Visit
     assert ("create", ref) in actions
     assert ("read", ref) in actions
     assert ("operation", ref) in actions
+
+
+def test_only_the_author_edits_a_draft(physician: Staff, visit: Visit, chain: Chain) -> None:
+    note = _create(physician, visit.historia_clinica())
+    colleague = chain.staff("physician")
+    reply = colleague.notes("PUT", f"/fhir/Composition/{note['id']}", note, headers={"If-Match": 'W/"1"'})
+    assert reply.status == 403
+    assert "author" in reply.issue
+
+
+def test_sections_are_coded_once_each_and_text_only_sections_hold_no_entries(physician: Staff,
+                                                                             visit: Visit) -> None:
+    body = visit.historia_clinica()
+    duplicate = {**body, "section": [*body["section"], section("pronostico", "Otra vez.")]}
+    reply = physician.notes("POST", "/fhir/Composition", duplicate)
+    assert reply.status == 400 and "pronostico appears twice" in reply.issue
+    unknown = {**body, "section": [*body["section"], section("inventada", "x")]}
+    assert physician.notes("POST", "/fhir/Composition", unknown).status == 400
+    text_only = {**body, "section": [s for s in body["section"] if s["code"]["coding"][0]["code"] != "pronostico"]
+                 + [section("pronostico", "Bueno.", [f"Condition/{visit.condition_id}"])]}
+    reply = physician.notes("POST", "/fhir/Composition", text_only)
+    assert reply.status == 400 and "holds text only" in reply.issue
+
+
+def test_a_diagnosis_section_has_exactly_one_primary(physician: Staff, visit: Visit) -> None:
+    second = physician.notes("POST", "/fhir/Condition", condition_body(visit.patient_id, "E11.9")).body
+    rank = "https://expediente.mx/fhir/StructureDefinition/rango-diagnostico"
+    body = visit.historia_clinica()
+    for s in body["section"]:
+        if s["code"]["coding"][0]["code"] == "diagnosticos":
+            s["entry"] = [{"reference": f"Condition/{visit.condition_id}", "extension": [
+                              {"url": rank, "valuePositiveInt": 2}]},
+                          {"reference": f"Condition/{second['id']}", "extension": [
+                              {"url": rank, "valuePositiveInt": 2}]}]
+    reply = physician.notes("POST", "/fhir/Composition", body)
+    assert reply.status == 400 and "exactly one primary" in reply.issue
+    body["section"][8]["entry"][1]["extension"][0]["valuePositiveInt"] = 1
+    note = _create(physician, body)
+    diagnoses = next(s for s in note["section"] if s["code"]["coding"][0]["code"] == "diagnosticos")
+    assert [e["extension"][0]["valuePositiveInt"] for e in diagnoses["entry"]] == [2, 1]
+
+
+def test_a_note_needs_an_open_encounter_of_its_patient(physician: Staff, visit: Visit) -> None:
+    encounter = physician.notes("GET", f"/fhir/Encounter/{visit.encounter_id}").body
+    cancelled = physician.notes("POST", "/fhir/Encounter", encounter_body(visit.patient_id, status="arrived")).body
+    assert physician.notes("PUT", f"/fhir/Encounter/{cancelled['id']}", {**cancelled, "status": "cancelled"},
+                           headers={"If-Match": 'W/"1"'}).status == 200
+    body = visit.historia_clinica()
+    body["encounter"] = {"reference": f"Encounter/{cancelled['id']}"}
+    reply = physician.notes("POST", "/fhir/Composition", body)
+    assert reply.status == 422 and "cancelled" in reply.issue
+    assert encounter["status"] == "in-progress"
+
+
+def test_the_note_type_and_its_category_must_agree(physician: Staff, visit: Visit) -> None:
+    body = {**visit.historia_clinica(), "category": [{"coding": [{
+        "system": "https://expediente.mx/fhir/CodeSystem/tipo-nota", "code": "evolucion"}]}]}
+    reply = physician.notes("POST", "/fhir/Composition", body)
+    assert reply.status == 400 and "does not match" in reply.issue
+    unknown = {**visit.historia_clinica(), "type": {"coding": [{"system": "http://loinc.org", "code": "11111-1"}]}}
+    assert physician.notes("POST", "/fhir/Composition", unknown).status == 400
+
+
+def test_a_retraction_needs_the_note_it_retracts_and_hides_its_reason_from_reception(
+        physician: Staff, visit: Visit, reception: Staff) -> None:
+    retraction_ext = [{"url": "https://expediente.mx/fhir/StructureDefinition/retractacion",
+                       "valueString": "Paciente equivocado"}]
+    loose = physician.notes("POST", "/fhir/Composition", note_body(
+        visit.patient_id, visit.encounter_id, "34117-2", [section("motivo-addendum", "x")], extension=retraction_ext))
+    assert loose.status == 400 and "relatesTo" in loose.issue
+    original = _sign(physician, _create(physician, visit.historia_clinica())).body
+    retraction = _create(physician, note_body(
+        visit.patient_id, visit.encounter_id, "34117-2", [section("motivo-addendum", "Error de registro.")],
+        relatesTo=[{"code": "replaces", "targetReference": {"reference": f"Composition/{original['id']}"}}],
+        extension=retraction_ext))
+    seen = reception.notes("GET", f"/fhir/Composition/{retraction['id']}").body
+    assert "Paciente equivocado" not in json.dumps(seen)
+    assert "Error de registro" not in json.dumps(seen)
+
+
+def test_an_addendum_to_another_patients_note_is_refused(physician: Staff, visit: Visit, chain: Chain,
+                                                         reception: Staff) -> None:
+    original = _sign(physician, _create(physician, visit.historia_clinica())).body
+    other = open_visit(physician, chain.register_patient(reception))
+    reply = physician.notes("POST", "/fhir/Composition", note_body(
+        other.patient_id, other.encounter_id, "34117-2", [section("motivo-addendum", "x")],
+        relatesTo=[{"code": "appends", "targetReference": {"reference": f"Composition/{original['id']}"}}]))
+    assert reply.status == 422 and "not a note of this patient" in reply.issue
+
+
+def test_an_inactive_practitioner_cannot_write_notes(physician: Staff, visit: Visit, chain: Chain) -> None:
+    practitioner = chain.tenant.admin.get(f"/fhir/Practitioner/{physician.practitioner_id}").body
+    deactivated = chain.tenant.admin.call("PUT", f"/fhir/Practitioner/{physician.practitioner_id}",
+                                          {**practitioner, "active": False}, headers={"If-Match": 'W/"1"'})
+    assert deactivated.status == 200, deactivated.body
+    reply = physician.notes("POST", "/fhir/Composition", visit.historia_clinica())
+    assert reply.status == 403 and "not an active practitioner" in reply.issue

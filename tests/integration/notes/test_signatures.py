@@ -266,3 +266,23 @@ def test_signing_is_published_as_an_event(physician: Staff, visit: Visit, chain:
     assert events and events[-1]["detail"]["note_id"] == note["id"]
     assert events[-1]["detail"]["note_type"] == "historia-clinica"
     assert "JUAN" not in json.dumps(events)
+
+
+def test_a_device_signature_made_long_ago_is_refused(physician: Staff, visit: Visit) -> None:
+    private_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    assert _register(physician, private_key, _certificate(private_key)).status == 201
+    note = physician.notes("POST", "/fhir/Composition", visit.historia_clinica()).body
+    key = physician.admin("GET", f"/fhir/Practitioner/{physician.practitioner_id}/$public-key").body
+    kid = next(p["valueString"] for p in key["parameter"] if p["name"] == "kid")
+    old = signing.format_signing_time(datetime.now(UTC) - timedelta(hours=2))
+    header = {"alg": "RS256", "kid": kid, "typ": "JOSE", "sigT": old}
+    jws = signing.sign_with_private_key(private_key, header, b"{}")
+    reply = physician.notes("POST", f"/fhir/Composition/{note['id']}/$sign", {
+        "resourceType": "Parameters", "parameter": [{"name": "signature", "valueString": jws}]},
+        headers={"If-Match": 'W/"1"'})
+    assert reply.status == 422 and "too old" in reply.issue
+
+
+def test_provenance_search_needs_a_target(physician: Staff) -> None:
+    reply = physician.notes("GET", "/fhir/Provenance", query={"patient": "x"})
+    assert reply.status == 400

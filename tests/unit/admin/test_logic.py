@@ -268,3 +268,56 @@ def test_the_first_user_of_a_tenant_is_an_admin():
     with pytest.raises(Invalid):
         logic.create_tenant(ctx(), name="Cadena", admin=request, admin_password=None, tenant_item=never,
                             repo=Untouchable(), directory=Untouchable())
+
+
+@dataclass
+class FakeKeys:
+    created: list[str] = field(default_factory=list)
+    abandoned: list[str] = field(default_factory=list)
+
+    def create(self, tenant, practitioner_id, *, now):
+        from expediente.signing_keys import KeyRecord
+
+        self.created.append(practitioner_id)
+        return KeyRecord(practitioner_id=practitioner_id, kid=f"kid-{practitioner_id}", kind="kms",
+                         public_key_pem="PEM", algorithms=("ES256",), created=now, key_id=f"arn:key/{practitioner_id}")
+
+    def abandon(self, record):
+        self.abandoned.append(record.key_id)
+
+
+def practitioner_body(cedula: str = "1234567") -> dict[str, Any]:
+    return {"resourceType": "Practitioner", "name": [{"family": "López", "given": ["Ana"]}],
+            "identifier": [{"system": "urn:oid:2.16.840.1.113883.3.215.12.18", "value": cedula}]}
+
+
+def test_a_registered_practitioner_gets_a_signing_key_recorded_with_it():
+    repo, keys = FakeRepo(), FakeKeys()
+    written: list[Any] = []
+    original = repo.save
+
+    def save(ctx, write, *, now, entry, extra=()):
+        written.extend(extra)
+        original(ctx, write, now=now, entry=entry, extra=extra)
+
+    repo.save = save  # type: ignore[method-assign]
+    logic.create(ctx(Role.ADMIN), PRACTITIONER, practitioner_body(), repo=repo, clock=clock, new_id=lambda: "p1",
+                 keys=keys)
+    assert keys.created == ["p1"]
+    assert [op["Put"]["Item"]["sk"]["S"] for op in written] == ["SIGNKEY#kid-p1", "SIGNKEY"]
+    assert repo.entries[-1].detail == {"signing-key": "kid-p1"}
+    assert keys.abandoned == []
+
+
+def test_a_key_whose_practitioner_was_not_stored_is_abandoned():
+    repo, keys = FakeRepo(), FakeKeys()
+    repo.guards[("Practitioner", "1234567")] = "someone-else"
+
+    def refuse(ctx, write, *, now, entry, extra=()):
+        raise logic.Conflict("cédula taken")
+
+    repo.save = refuse  # type: ignore[method-assign]
+    with pytest.raises(DomainError):
+        logic.create(ctx(Role.ADMIN), PRACTITIONER, practitioner_body(), repo=repo, clock=clock,
+                     new_id=lambda: "p2", keys=keys)
+    assert keys.abandoned == ["arn:key/p2"]
