@@ -209,8 +209,7 @@ def signing(*, notes: int) -> str:
         "transaction. The signed note, its Provenance and the audit record must be written together "
         "(architecture decisions 5 and 7), and moto's transactions cost about as much as its KMS `Sign` "
         "(both are mostly the embedded server's per-request overhead), so the ≤ 2 × target is not reachable "
-        "here with an atomic store; on AWS an asymmetric KMS `Sign` is usually the slower of the two, which "
-        "this machine cannot measure.",
+        "here with an atomic store. How the two compare on AWS cannot be measured on this machine.",
     ])
 
 
