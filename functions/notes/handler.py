@@ -18,7 +18,6 @@ from expediente.api import (
     base_url,
     create_app,
     fhir_response,
-    header,
     idempotent,
     json_body,
     logger,
@@ -26,11 +25,12 @@ from expediente.api import (
     request_context,
 )
 from expediente.audit import Action, AuditEntry
-from expediente.clinical import ClinicalRepository, SearchSpec, new_id, plan_search
+from expediente.clinical import ClinicalRepository, new_id
 from expediente.context import RequestContext, valid_resource_id
-from expediente.errors import Invalid, MethodNotAllowed, NotFound, PreconditionRequired, Unprocessable
-from expediente.fhir import history_bundle, page_size, parse_if_match, query_fingerprint, searchset
+from expediente.errors import Invalid, MethodNotAllowed, Unprocessable
+from expediente.fhir import searchset
 from expediente.permissions import Interaction, reads_narrative
+from expediente.routes import ClinicalRoutes, patients_of
 from expediente.store import Stored
 
 from . import compositions, conditions, encounters
@@ -38,11 +38,6 @@ from .repository import repository
 
 app = create_app()
 
-SEARCHES: dict[str, SearchSpec] = {
-    "Encounter": encounters.SEARCH,
-    "Composition": compositions.SEARCH,
-    "Condition": conditions.SEARCH,
-}
 
 
 # ------------------------------------------------------------------ collaborators ---
@@ -83,125 +78,10 @@ def _publish(make: Callable[[Any], Any]) -> None:
 # ------------------------------------------------------------------ shared routes ---
 
 
-def _id(resource_type: str, value: str) -> str:
-    if not valid_resource_id(value):
-        raise NotFound(f"{resource_type}/{value} not found")
-    return value
-
-
 def _present(ctx: RequestContext, stored: Stored) -> dict[str, Any]:
     if stored.resource["resourceType"] == "Composition":
         return compositions.present(stored, ctx.roles, narrative=reads_narrative(ctx.roles))
     return stored.resource
-
-
-def _patients_of(stored: list[Stored]) -> tuple[str, ...]:
-    found = (records.subject_of(s.resource) or s.attrs.get("patient") for s in stored)
-    return tuple(dict.fromkeys(p for p in found if p))
-
-
-def _resource_response(ctx: RequestContext, stored: Stored, *, status: int = 200, location: bool = False
-                       ) -> Response[str]:
-    resource = _present(ctx, stored)
-    where = None
-    if location:
-        where = f"{base_url(app)}/fhir/{resource['resourceType']}/{resource['id']}/_history/{stored.version}"
-    return fhir_response(resource, status=status, version=stored.version, location=where,
-                         last_modified=stored.last_updated)
-
-
-def _if_match() -> int:
-    value = parse_if_match(header(app, "if-match"))
-    if value is None:
-        raise PreconditionRequired('This change needs If-Match with the version read (ETag, e.g. W/"1")',
-                                   expression="If-Match")
-    return value
-
-
-def _read(resource_type: str, resource_id: str) -> Response[str]:
-    ctx = request_context(app)
-    ctx.require(resource_type, Interaction.READ)
-    stored = repository().require(ctx, resource_type, _id(resource_type, resource_id))
-    audit.record(ctx, AuditEntry(resource_type, Action.READ, resource_id, _patients_of([stored]), 200))
-    return _resource_response(ctx, stored)
-
-
-def _vread(resource_type: str, resource_id: str, version: str) -> Response[str]:
-    ctx = request_context(app)
-    ctx.require(resource_type, Interaction.VREAD)
-    stored = repository().get_version(ctx, resource_type, _id(resource_type, resource_id), int(version)) \
-        if version.isdigit() else None
-    if stored is None:
-        raise NotFound(f"{resource_type}/{resource_id}/_history/{version} not found")
-    audit.record(ctx, AuditEntry(resource_type, Action.VREAD, resource_id, _patients_of([stored]), 200,
-                                 detail={"version": version}))
-    return _resource_response(ctx, stored)
-
-
-def _history(resource_type: str, resource_id: str) -> Response[str]:
-    ctx = request_context(app)
-    ctx.require(resource_type, Interaction.HISTORY)
-    repo = repository()
-    current = repo.require(ctx, resource_type, _id(resource_type, resource_id))
-    params = query_params(app)
-    unknown = sorted(set(params) - {"_count", "_page"})
-    if unknown:
-        raise Invalid(f"Unsupported _history parameter(s): {', '.join(unknown)}", expression=unknown[0])
-    versions, next_token = repo.history(ctx, resource_type, resource_id, limit=page_size(params),
-                                        page=params.get("_page"))
-    audit.record(ctx, AuditEntry(resource_type, Action.HISTORY, resource_id, _patients_of([current]), 200))
-    bundle = history_bundle(base_url=base_url(app), path=f"/fhir/{resource_type}/{resource_id}/_history",
-                            versions=[_present(ctx, v) for v in versions], next_token=next_token,
-                            total=current.version)
-    return fhir_response(bundle)
-
-
-def _search(resource_type: str) -> Response[str]:
-    ctx = request_context(app)
-    ctx.require(resource_type, Interaction.SEARCH)
-    params = query_params(app)
-    repo = repository()
-    plan = plan_search(ctx, SEARCHES[resource_type], params)
-    includes = _includes(resource_type, params)
-    if plan.empty:
-        found: list[Stored] = []
-        next_token = None
-    else:
-        found, page = repo.search(ctx, resource_type, plan.facet, plan.value, limit=page_size(params),
-                                  token=params.get("_page"), fingerprint=query_fingerprint(params),
-                                  low=plan.low, high=plan.high, keep=plan.keep)
-        found = [s for s in found if plan.matches(s.resource)]
-        next_token = page.next_token
-    included = _included(ctx, repo, found, includes)
-    audit.record(ctx, AuditEntry(resource_type, Action.SEARCH, None, _patients_of(found + included), 200,
-                                 query_params=tuple(sorted(params))))
-    total = len(found) if next_token is None and not params.get("_page") else None
-    bundle = searchset(base_url=base_url(app), path=f"/fhir/{resource_type}", params=params,
-                       resources=[_present(ctx, s) for s in found], next_token=next_token, total=total,
-                       included=[_present(ctx, s) for s in included])
-    return fhir_response(bundle)
-
-
-_INCLUDES = {
-    "Composition": {"_include": {"Composition:encounter", "Composition:author"},
-                    "_revinclude": {"Provenance:target"}},
-    "Encounter": {"_include": {"Encounter:patient"}, "_revinclude": set()},
-    "Condition": {"_include": {"Condition:encounter"}, "_revinclude": set()},
-}
-
-
-def _includes(resource_type: str, params: dict[str, str]) -> set[str]:
-    wanted: set[str] = set()
-    for kind in ("_include", "_revinclude"):
-        for value in (params.get(kind) or "").split(","):
-            if not value:
-                continue
-            if value not in _INCLUDES[resource_type][kind]:
-                options = ", ".join(sorted(_INCLUDES[resource_type][kind])) or "none"
-                raise Invalid(f"{kind}={value} is not supported for {resource_type} (supported: {options})",
-                              expression=kind)
-            wanted.add(value)
-    return wanted
 
 
 def _included(ctx: RequestContext, repo: ClinicalRepository, found: list[Stored], includes: set[str]
@@ -223,26 +103,19 @@ def _included(ctx: RequestContext, repo: ClinicalRepository, found: list[Stored]
     return extra
 
 
-def _delete(resource_type: str, advice: str) -> Response[str]:
-    request_context(app)  # still 401 for an anonymous caller
-    raise MethodNotAllowed(f"{resource_type} resources are never deleted (NOM-004-SSA3 5.11). {advice}",
-                           headers={"Allow": "GET, PUT, POST"})
-
-
-def _created(ctx: RequestContext, resource: dict[str, Any], version: int) -> Response[str]:
-    location = f"{base_url(app)}/fhir/{resource['resourceType']}/{resource['id']}/_history/{version}"
-    return fhir_response(resource, status=201, version=version, location=location,
-                         last_modified=resource["meta"]["lastUpdated"])
-
-
-def _replayed(ctx: RequestContext, resource_type: str) -> Callable[[Response[str]], None]:
-    def replayed(response: Response[str]) -> None:
-        location = str(response.headers.get("Location", ""))
-        resource_id = location.split(f"/{resource_type}/")[-1].split("/")[0] if location else None
-        audit.record(ctx, AuditEntry(resource_type, Action.CREATE, resource_id or None, (),
-                                     response.status_code, detail={"idempotent": "replayed"}))
-
-    return replayed
+routes = ClinicalRoutes(
+    app, repository,
+    searches={"Encounter": encounters.SEARCH, "Composition": compositions.SEARCH, "Condition": conditions.SEARCH},
+    includes={
+        "Composition": {"_include": frozenset({"Composition:encounter", "Composition:author"}),
+                        "_revinclude": frozenset({"Provenance:target"})},
+        "Encounter": {"_include": frozenset({"Encounter:patient"})},
+        "Condition": {"_include": frozenset({"Condition:encounter"})},
+    },
+    include=_included,
+    present=_present,
+)
+_id = routes.id
 
 
 # ------------------------------------------------------------------ Encounter ---
@@ -257,29 +130,29 @@ def create_encounter() -> Response[str]:
     def run() -> Response[str]:
         saved = encounters.create(ctx, body, repo=repository(), clinic_org=_clinic_org,
                                   patient_exists=_patient_exists, new_id=new_id)
-        return _created(ctx, saved.resource, saved.version)
+        return routes.created(saved.resource, saved.version)
 
-    return idempotent(app, ctx, run, on_replay=_replayed(ctx, "Encounter"))
+    return idempotent(app, ctx, run, on_replay=routes.replayed(ctx, "Encounter"))
 
 
 @app.get("/fhir/Encounter")
 def search_encounters() -> Response[str]:
-    return _search("Encounter")
+    return routes.search("Encounter")
 
 
 @app.get("/fhir/Encounter/<resource_id>")
 def read_encounter(resource_id: str) -> Response[str]:
-    return _read("Encounter", resource_id)
+    return routes.read("Encounter", resource_id)
 
 
 @app.get("/fhir/Encounter/<resource_id>/_history")
 def encounter_history(resource_id: str) -> Response[str]:
-    return _history("Encounter", resource_id)
+    return routes.history("Encounter", resource_id)
 
 
 @app.get("/fhir/Encounter/<resource_id>/_history/<version>")
 def vread_encounter(resource_id: str, version: str) -> Response[str]:
-    return _vread("Encounter", resource_id, version)
+    return routes.vread("Encounter", resource_id, version)
 
 
 @app.put("/fhir/Encounter/<resource_id>")
@@ -287,14 +160,14 @@ def update_encounter(resource_id: str) -> Response[str]:
     ctx = request_context(app)
     ctx.require("Encounter", Interaction.UPDATE)
     body = json_body(app, resource_type="Encounter")
-    saved = encounters.update(ctx, _id("Encounter", resource_id), body, if_match=_if_match(), repo=repository(),
+    saved = encounters.update(ctx, _id("Encounter", resource_id), body, if_match=routes.if_match(), repo=repository(),
                               clinic_org=_clinic_org)
-    return fhir_response(saved.resource, version=saved.version, last_modified=saved.resource["meta"]["lastUpdated"])
+    return routes.saved(saved.resource, saved.version)
 
 
 @app.delete("/fhir/Encounter/<resource_id>")
 def delete_encounter(resource_id: str) -> Response[str]:
-    return _delete("Encounter", "Cancel it (status cancelled) or mark it entered-in-error with PUT.")
+    return routes.refuse_delete("Encounter", "Cancel it (status cancelled) or mark it entered-in-error with PUT.")
 
 
 # ------------------------------------------------------------------ Condition ---
@@ -308,29 +181,29 @@ def create_condition() -> Response[str]:
 
     def run() -> Response[str]:
         saved = conditions.create(ctx, body, repo=repository(), patient_exists=_patient_exists, new_id=new_id)
-        return _created(ctx, saved.resource, saved.version)
+        return routes.created(saved.resource, saved.version)
 
-    return idempotent(app, ctx, run, on_replay=_replayed(ctx, "Condition"))
+    return idempotent(app, ctx, run, on_replay=routes.replayed(ctx, "Condition"))
 
 
 @app.get("/fhir/Condition")
 def search_conditions() -> Response[str]:
-    return _search("Condition")
+    return routes.search("Condition")
 
 
 @app.get("/fhir/Condition/<resource_id>")
 def read_condition(resource_id: str) -> Response[str]:
-    return _read("Condition", resource_id)
+    return routes.read("Condition", resource_id)
 
 
 @app.get("/fhir/Condition/<resource_id>/_history")
 def condition_history(resource_id: str) -> Response[str]:
-    return _history("Condition", resource_id)
+    return routes.history("Condition", resource_id)
 
 
 @app.get("/fhir/Condition/<resource_id>/_history/<version>")
 def vread_condition(resource_id: str, version: str) -> Response[str]:
-    return _vread("Condition", resource_id, version)
+    return routes.vread("Condition", resource_id, version)
 
 
 @app.put("/fhir/Condition/<resource_id>")
@@ -338,15 +211,15 @@ def update_condition(resource_id: str) -> Response[str]:
     ctx = request_context(app)
     ctx.require("Condition", Interaction.UPDATE)
     body = json_body(app, resource_type="Condition")
-    saved = conditions.update(ctx, _id("Condition", resource_id), body, if_match=_if_match(), repo=repository(),
+    saved = conditions.update(ctx, _id("Condition", resource_id), body, if_match=routes.if_match(), repo=repository(),
                               patient_exists=_patient_exists)
-    return fhir_response(saved.resource, version=saved.version, last_modified=saved.resource["meta"]["lastUpdated"])
+    return routes.saved(saved.resource, saved.version)
 
 
 @app.delete("/fhir/Condition/<resource_id>")
 def delete_condition(resource_id: str) -> Response[str]:
-    return _delete("Condition", "Set verificationStatus to entered-in-error or refuted, or clinicalStatus to "
-                                "resolved, with PUT.")
+    return routes.refuse_delete("Condition", "Set verificationStatus to entered-in-error or refuted, or "
+                                             "clinicalStatus to resolved, with PUT.")
 
 
 # ------------------------------------------------------------------ Composition ---
@@ -362,29 +235,29 @@ def create_composition() -> Response[str]:
         saved = compositions.create(ctx, body, repo=repository(), load_patient=_patient,
                                     practitioner_active=_practitioner_active, new_id=new_id)
         logger.info("note written", extra={"tenant": ctx.tenant, "composition_id": saved.resource["id"]})
-        return _created(ctx, saved.resource, saved.version)
+        return routes.created(saved.resource, saved.version)
 
-    return idempotent(app, ctx, run, on_replay=_replayed(ctx, "Composition"))
+    return idempotent(app, ctx, run, on_replay=routes.replayed(ctx, "Composition"))
 
 
 @app.get("/fhir/Composition")
 def search_compositions() -> Response[str]:
-    return _search("Composition")
+    return routes.search("Composition")
 
 
 @app.get("/fhir/Composition/<resource_id>")
 def read_composition(resource_id: str) -> Response[str]:
-    return _read("Composition", resource_id)
+    return routes.read("Composition", resource_id)
 
 
 @app.get("/fhir/Composition/<resource_id>/_history")
 def composition_history(resource_id: str) -> Response[str]:
-    return _history("Composition", resource_id)
+    return routes.history("Composition", resource_id)
 
 
 @app.get("/fhir/Composition/<resource_id>/_history/<version>")
 def vread_composition(resource_id: str, version: str) -> Response[str]:
-    return _vread("Composition", resource_id, version)
+    return routes.vread("Composition", resource_id, version)
 
 
 @app.put("/fhir/Composition/<resource_id>")
@@ -392,9 +265,9 @@ def update_composition(resource_id: str) -> Response[str]:
     ctx = request_context(app)
     ctx.require("Composition", Interaction.UPDATE)
     body = json_body(app, resource_type="Composition")
-    saved = compositions.update(ctx, _id("Composition", resource_id), body, if_match=_if_match(),
+    saved = compositions.update(ctx, _id("Composition", resource_id), body, if_match=routes.if_match(),
                                 repo=repository(), load_patient=_patient, practitioner_active=_practitioner_active)
-    return fhir_response(saved.resource, version=saved.version, last_modified=saved.resource["meta"]["lastUpdated"])
+    return routes.saved(saved.resource, saved.version)
 
 
 @app.patch("/fhir/Composition/<resource_id>")
@@ -411,8 +284,8 @@ def delete_composition(resource_id: str) -> Response[str]:
     ctx = request_context(app)
     stored = repository().require(ctx, "Composition", _id("Composition", resource_id))
     compositions.refuse_if_signed(stored)
-    return _delete("Composition", "A draft that should not exist stays as a draft; a signed note is retracted by "
-                                  "a signed addendum (relatesTo replaces, with the retraction reason).")
+    return routes.refuse_delete("Composition", "A draft that should not exist stays as a draft; a signed note is "
+                                               "retracted by a signed addendum (relatesTo replaces, with the reason).")
 
 
 def _parameters(body: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -428,7 +301,7 @@ def sign_composition(resource_id: str) -> Response[str]:
     note_id = _id("Composition", resource_id)
     raw = (app.current_event.decoded_body or "").strip()
     params = _parameters(json_body(app, resource_type="Parameters")) if raw else {}
-    if_match = _if_match()
+    if_match = routes.if_match()
     if not ctx.practitioner_id:
         raise Unprocessable("Your user is not linked to a Practitioner, so it has no signing key")
     key = signing_keys.active(ctx.tenant, ctx.practitioner_id)
@@ -501,7 +374,7 @@ def search_provenance() -> Response[str]:
         stored = repo.get(ctx, "Provenance", str(provenance)) if provenance else None
         if stored is not None:
             found.append(stored)
-    audit.record(ctx, AuditEntry("Provenance", Action.SEARCH, None, _patients_of(found), 200,
+    audit.record(ctx, AuditEntry("Provenance", Action.SEARCH, None, patients_of(found), 200,
                                  query_params=tuple(sorted(params))))
     bundle = searchset(base_url=base_url(app), path="/fhir/Provenance", params=params,
                        resources=[s.resource for s in found], next_token=None, total=len(found))
@@ -510,7 +383,7 @@ def search_provenance() -> Response[str]:
 
 @app.get("/fhir/Provenance/<resource_id>")
 def read_provenance(resource_id: str) -> Response[str]:
-    return _read("Provenance", resource_id)
+    return routes.read("Provenance", resource_id)
 
 
 @logger.inject_lambda_context(clear_state=True)
