@@ -18,9 +18,9 @@ from typing import Any
 
 from expediente import records
 from expediente.audit import Action, AuditEntry
-from expediente.clinical import ClinicalRepository, SearchSpec, Write, now_instant, stamp
+from expediente.clinical import ClinicalRepository, SearchSpec, Write, check_version, now_instant, stamp
 from expediente.context import RequestContext
-from expediente.errors import Conflict, Forbidden, Invalid, PreconditionFailed, Unprocessable
+from expediente.errors import Conflict, Forbidden, Invalid, Unprocessable
 from expediente.fhir import validate
 from expediente.index import Entry
 from expediente.permissions import Role
@@ -361,10 +361,8 @@ def update(ctx: RequestContext, note_id: str, body: dict[str, Any], *, if_match:
         raise Invalid(f"Composition.id {body.get('id')!r} does not match the URL id {note_id}",
                       expression="Composition.id")
     current = repo.require(ctx, "Composition", note_id)
-    refuse_if_signed(current)
-    if current.version != if_match:
-        raise PreconditionFailed(f"Composition/{note_id} is at version {current.version}, not {if_match}",
-                                 headers={"ETag": f'W/"{current.version}"'})
+    refuse_if_signed(current)  # 409 before 412: a signed note never changes, whatever version is named
+    check_version(current, if_match)
     resource, kind = _normalize(ctx, body)
     _check_author(ctx, kind)
     author = current.resource["author"][0]["reference"]

@@ -17,7 +17,7 @@ from expediente import icd10, records
 from expediente.audit import Action, AuditEntry
 from expediente.clinical import ClinicalRepository, SearchSpec, Write, now_instant, stamp
 from expediente.context import RequestContext
-from expediente.errors import Invalid, PreconditionFailed, Unprocessable
+from expediente.errors import Invalid, Unprocessable
 from expediente.fhir import validate
 from expediente.index import Entry
 
@@ -153,13 +153,7 @@ def update(ctx: RequestContext, condition_id: str, body: dict[str, Any], *, if_m
            repo: ClinicalRepository, patient_exists: Callable[[RequestContext, str], bool],
            clock: Callable[[], Any] | None = None) -> Saved:
     """A new version (status changes, resolution, a corrected code); notes pin the version they signed."""
-    if body.get("id") not in (None, condition_id):
-        raise Invalid(f"Condition.id {body.get('id')!r} does not match the URL id {condition_id}",
-                      expression="Condition.id")
-    current = repo.require(ctx, "Condition", condition_id)
-    if current.version != if_match:
-        raise PreconditionFailed(f"Condition/{condition_id} is at version {current.version}, not {if_match}",
-                                 headers={"ETag": f'W/"{current.version}"'})
+    current = repo.for_update(ctx, "Condition", condition_id, body, if_match=if_match)
     now = now_instant(clock)
     resource = _normalize(ctx, body, now=now)
     if records.subject_of(resource) != records.subject_of(current.resource):

@@ -14,7 +14,7 @@ from expediente import identifiers as ids
 from expediente import records
 from expediente.clinical import ClinicalRepository, SearchSpec, Write, now_instant, stamp
 from expediente.context import RequestContext
-from expediente.errors import Conflict, Forbidden, Invalid, PreconditionFailed, Unprocessable
+from expediente.errors import Conflict, Forbidden, Invalid, Unprocessable
 from expediente.fhir import validate
 from expediente.index import Entry
 from expediente.store import Stored
@@ -152,13 +152,7 @@ def create(ctx: RequestContext, body: dict[str, Any], *, repo: ClinicalRepositor
 def update(ctx: RequestContext, encounter_id: str, body: dict[str, Any], *, if_match: int,
            repo: ClinicalRepository, clinic_org: Lookup, clock: Callable[[], Any] | None = None) -> Saved:
     """A new version; the status may only move along :data:`TRANSITIONS` (409 naming the allowed ones)."""
-    if body.get("id") not in (None, encounter_id):
-        raise Invalid(f"Encounter.id {body.get('id')!r} does not match the URL id {encounter_id}",
-                      expression="Encounter.id")
-    current = repo.require(ctx, "Encounter", encounter_id)
-    if current.version != if_match:
-        raise PreconditionFailed(f"Encounter/{encounter_id} is at version {current.version}, not {if_match}",
-                                 headers={"ETag": f'W/"{current.version}"'})
+    current = repo.for_update(ctx, "Encounter", encounter_id, body, if_match=if_match)
     now = now_instant(clock)
     resource = _normalize(ctx, body, clinic_org=clinic_org, now=now)
     before = current.resource

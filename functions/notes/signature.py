@@ -27,9 +27,9 @@ from typing import Any
 
 from expediente import records, signing, signing_keys
 from expediente.audit import Action, AuditEntry
-from expediente.clinical import ClinicalRepository, Write, now_instant, stamp
+from expediente.clinical import ClinicalRepository, Write, check_version, now_instant, stamp
 from expediente.context import RequestContext
-from expediente.errors import Conflict, Forbidden, Invalid, PreconditionFailed, Unprocessable
+from expediente.errors import Conflict, Forbidden, Invalid, Unprocessable
 from expediente.index import Entry
 from expediente.signing_keys import KeyRecord
 from expediente.store import Stored
@@ -108,9 +108,7 @@ def ready(ctx: RequestContext, note_id: str, if_match: int, *, repo: ClinicalRep
     current = repo.require(ctx, "Composition", note_id)
     resource = current.resource
     compositions.refuse_if_signed(current)
-    if current.version != if_match:
-        raise PreconditionFailed(f"Composition/{resource['id']} is at version {current.version}, not {if_match}: "
-                                 "read the note again before signing it", headers={"ETag": f'W/"{current.version}"'})
+    check_version(current, if_match)
     author = resource["author"][0]["reference"]
     if author != f"Practitioner/{ctx.practitioner_id}":
         raise Forbidden(f"Only the author ({author}) signs this note")

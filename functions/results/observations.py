@@ -25,7 +25,7 @@ from expediente import records
 from expediente.audit import Action, AuditEntry
 from expediente.clinical import ClinicalRepository, SearchSpec, Write, now_instant, stamp
 from expediente.context import RequestContext
-from expediente.errors import Invalid, PreconditionFailed, Unprocessable
+from expediente.errors import Invalid, Unprocessable
 from expediente.fhir import validate
 from expediente.index import Entry
 
@@ -253,13 +253,7 @@ def update(ctx: RequestContext, observation_id: str, body: dict[str, Any], *, if
     naming the allowed statuses); 412 when ``if_match`` is not the current version. The
     performer stays the one who measured; who corrected is in the audit trail.
     """
-    if body.get("id") not in (None, observation_id):
-        raise Invalid(f"Observation.id {body.get('id')!r} does not match the URL id {observation_id}",
-                      expression="Observation.id")
-    current = repo.require(ctx, "Observation", observation_id)
-    if current.version != if_match:
-        raise PreconditionFailed(f"Observation/{observation_id} is at version {current.version}, not {if_match}",
-                                 headers={"ETag": f'W/"{current.version}"'})
+    current = repo.for_update(ctx, "Observation", observation_id, body, if_match=if_match)
     before = current.resource
     now = now_instant(clock)
     resource, category = _normalize(body, effective=before["effectiveDateTime"], now=now)

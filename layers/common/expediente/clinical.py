@@ -50,6 +50,14 @@ def visible_to(ctx: RequestContext, stored: Stored) -> bool:
     return owner == ctx.patient_id
 
 
+def check_version(current: Stored, if_match: int) -> None:
+    """412 naming the current version when ``if_match`` (the version the client read) is not it."""
+    if current.version != if_match:
+        ref = f"{current.resource['resourceType']}/{current.resource['id']}"
+        raise PreconditionFailed(f"{ref} is at version {current.version}, not {if_match}: read it again",
+                                 headers={"ETag": f'W/"{current.version}"'})
+
+
 @dataclass(frozen=True)
 class Write:
     """One resource version to store, with how it is indexed and extra server attributes."""
@@ -90,6 +98,17 @@ class ClinicalRepository:
         if stored is None:
             raise NotFound(f"{resource_type}/{resource_id} not found")
         return stored
+
+    def for_update(self, ctx: RequestContext, resource_type: str, resource_id: str, body: Mapping[str, Any], *,
+                   if_match: int) -> Stored:
+        """The current version an update replaces: 400 when the body names another id, 404 when missing,
+        412 (with the current ETag) when ``if_match`` is not the current version."""
+        if body.get("id") not in (None, resource_id):
+            raise Invalid(f"{resource_type}.id {body.get('id')!r} does not match the URL id {resource_id}",
+                          expression=f"{resource_type}.id")
+        current = self.require(ctx, resource_type, resource_id)
+        check_version(current, if_match)
+        return current
 
     def get_version(self, ctx: RequestContext, resource_type: str, resource_id: str, version: int) -> Stored | None:
         stored = self.stores[resource_type].get_version(ctx.tenant, resource_id, version)
