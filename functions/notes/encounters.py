@@ -12,6 +12,7 @@ from typing import Any
 
 from expediente import identifiers as ids
 from expediente import records
+from expediente.audit import Action, AuditEntry
 from expediente.clinical import ClinicalRepository, SearchSpec, Write, now_instant, stamp
 from expediente.context import RequestContext
 from expediente.errors import Conflict, Forbidden, Invalid, Unprocessable
@@ -142,8 +143,6 @@ def create(ctx: RequestContext, body: dict[str, Any], *, repo: ClinicalRepositor
         raise Unprocessable(f"Encounter.subject: Patient/{patient} does not exist", expression="Encounter.subject")
     resource = stamp(resource, new_id(), 1, now)
     validate("Encounter", resource)
-    from expediente.audit import Action, AuditEntry
-
     repo.save(ctx, [Write("Encounter", resource, 1, index_entry(resource))], now=now,
               entry=AuditEntry("Encounter", Action.CREATE, resource["id"], (patient,), 201))
     return Saved(resource, 1)
@@ -175,8 +174,6 @@ def update(ctx: RequestContext, encounter_id: str, body: dict[str, Any], *, if_m
     version = current.version + 1
     resource = stamp(resource, encounter_id, version, now)
     validate("Encounter", resource)
-    from expediente.audit import Action, AuditEntry
-
     patient = records.subject_of(resource) or ""
     repo.save(ctx, [Write("Encounter", resource, version, index_entry(resource), previous=index_entry(before))],
               now=now, entry=AuditEntry("Encounter", Action.UPDATE, encounter_id, (patient,), 200,

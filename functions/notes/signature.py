@@ -29,6 +29,7 @@ from expediente import records, signing, signing_keys
 from expediente.audit import Action, AuditEntry
 from expediente.clinical import ClinicalRepository, Write, check_version, now_instant, stamp
 from expediente.context import RequestContext
+from expediente.crypto import DecryptionFailed
 from expediente.errors import Conflict, Forbidden, Invalid, Unprocessable
 from expediente.index import Entry
 from expediente.signing_keys import KeyRecord
@@ -295,8 +296,6 @@ class Report:
 def verify(ctx: RequestContext, note_id: str, *, repo: ClinicalRepository,
            key_for: Callable[[str, str], KeyRecord | None]) -> Report:
     """Re-check a signed note from what is stored: the document, each pinned entry, the signature."""
-    from expediente.crypto import DecryptionFailed
-
     current = repo.require(ctx, "Composition", note_id)
     provenance_id = current.attrs.get("provenance")
     if current.resource["status"] == "preliminary" or not provenance_id:
@@ -346,8 +345,6 @@ def verify(ctx: RequestContext, note_id: str, *, repo: ClinicalRepository,
 
 
 def _check_entry(ctx: RequestContext, entry: dict[str, Any]) -> tuple[str, bool, str]:
-    from expediente.crypto import DecryptionFailed
-
     reference = _entry_ref(entry)
     expected = next((e.get("valueBase64Binary") for e in entry.get("extension") or []
                      if e.get("url") == compositions.ENTRY_DIGEST), None)
