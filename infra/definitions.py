@@ -93,6 +93,8 @@ TABLES: tuple[TableDef, ...] = (
     TableDef(id="notes", env="TABLE_NOTES"),
     # Observation (vital signs now; laboratory results, DiagnosticReport and ImagingStudy later).
     TableDef(id="results", env="TABLE_RESULTS"),
+    # ServiceRequest (lab and imaging orders), their accession/placer number guards and index items.
+    TableDef(id="orders", env="TABLE_ORDERS"),
     TableDef(
         id="admin",
         env="TABLE_ADMIN",
@@ -128,7 +130,7 @@ RULES: tuple[RuleDef, ...] = (
     RuleDef(id="critical_results", detail_types=("CriticalResultDetected",), target_queue="critical_alerts"),
     RuleDef(
         id="record_lifecycle",
-        detail_types=("PatientRegistered", "PatientUpdated", "PatientMerged", "NoteSigned"),
+        detail_types=("PatientRegistered", "PatientUpdated", "PatientMerged", "NoteSigned", "OrderStatusChanged"),
         target_queue="integration",
     ),
 )
@@ -174,9 +176,17 @@ FUNCTIONS: tuple[FunctionDef, ...] = (
             "/fhir/Provenance/{proxy+}",
         ),
         writes=("notes", "audit", "idempotency"),
-        reads=("patients", "admin", "results"),
+        reads=("patients", "admin", "results", "orders"),
         puts_events=True,
         signing_keys="sign",
+    ),
+    FunctionDef(
+        id="orders",
+        description="Lab and imaging orders (ServiceRequest): LOINC catalogue, status machine, worklists",
+        routes=("/fhir/ServiceRequest", "/fhir/ServiceRequest/{proxy+}"),
+        writes=("orders", "audit", "idempotency"),
+        reads=("patients", "admin", "notes"),
+        puts_events=True,
     ),
     FunctionDef(
         id="results",

@@ -59,6 +59,7 @@ class StackInfo:
     table_patients: str = ""
     table_notes: str = ""
     table_results: str = ""
+    table_orders: str = ""
     table_idempotency: str = ""
     user_pool_client_id: str = ""
     event_bus_name: str = ""

@@ -247,6 +247,33 @@ RESOURCES: tuple[ResourceCapability, ...] = (
         ),
     ),
     ResourceCapability(
+        type="ServiceRequest",
+        interactions=("read", "vread", "history-instance", "search-type", "create"),
+        documentation="Lab orders (category SNOMED 108252007, code from the shipped LOINC catalogue, placer number) "
+        "and imaging orders (363679005, DICOM modality in orderDetail, body site, accession number), for an open "
+        "encounter, with an ICD-10 reason. The order status (extension estado-orden) moves requested → in-process "
+        "→ completed, or cancelled with a reason, only through $status; every change is a version and an "
+        "OrderStatusChanged event. Orders are not edited or deleted.",
+        search_params=(
+            SearchParam("patient", "reference", "Patient/<id> or <id>", f"{_SP}clinical-patient"),
+            SearchParam("subject", "reference", "Same as patient", f"{_SP}ServiceRequest-subject"),
+            SearchParam("encounter", "reference", "Encounter/<id>", f"{_SP}clinical-encounter"),
+            SearchParam("clinic", "token", "The clinic's CLUES; with one status, that clinic's worklist"),
+            SearchParam("identifier", "token", "Accession or placer number", f"{_SP}clinical-identifier"),
+            SearchParam("status", "token", "requested | in-process | completed | cancelled (order status)"),
+            SearchParam("category", "token", "108252007 (laboratory) | 363679005 (imaging)",
+                        f"{_SP}ServiceRequest-category"),
+            SearchParam("code", "token", "LOINC code", f"{_SP}clinical-code"),
+            SearchParam("authored", "date", "When ordered; eq/ge/gt/le/lt", f"{_SP}ServiceRequest-authored"),
+            _COUNT,
+        ),
+        operations=(
+            Operation("status", f"{_OD}ServiceRequest-status",
+                      "POST with If-Match: Parameters status (in-process, completed, cancelled) and reason; the lab "
+                      "or radiology starts and completes, a physician or that department cancels"),
+        ),
+    ),
+    ResourceCapability(
         type="Observation",
         interactions=_MAINTAINED,
         documentation="Vital signs (LOINC 8310-5, 8867-4, 9279-1, 85354-9 with 8480-6/8462-4, 29463-7, 8302-2, "

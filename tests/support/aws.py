@@ -68,7 +68,8 @@ def reset_caches() -> None:
         fn.cache_clear()
     import importlib
 
-    for module in ("functions.patients.repository", "functions.notes.repository", "functions.results.repository"):
+    for module in ("functions.patients.repository", "functions.notes.repository", "functions.results.repository",
+                   "functions.orders.repository"):
         try:
             importlib.import_module(module).repository.cache_clear()
         except (ImportError, AttributeError):

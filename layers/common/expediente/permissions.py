@@ -36,6 +36,7 @@ class Interaction(StrEnum):
     MERGE = "$merge"
     SIGN = "$sign"
     VERIFY = "$verify-signature"
+    STATUS = "$status"
     PUBLIC_KEY = "$public-key"
     REGISTER_CERTIFICATE = "$register-certificate"
 
@@ -102,6 +103,16 @@ PERMISSIONS: Final[dict[str, dict[Role, frozenset[Interaction]]]] = {
         Role.PHARMACIST: _READ_ONLY,
         Role.LAB: _READ_ONLY,
         Role.RADIOLOGY: _READ_ONLY,
+        Role.PATIENT: _OWN_RECORD,
+    },
+    # Lab and imaging orders. Which role may make which status change (the performing department
+    # starts and completes, the physician cancels) is refined in functions/orders/logic.py.
+    "ServiceRequest": {
+        Role.PHYSICIAN: _READ_ONLY | {_I.CREATE, _I.STATUS},
+        Role.NURSE: _READ_ONLY,
+        Role.LAB: _READ_ONLY | {_I.STATUS},
+        Role.RADIOLOGY: _READ_ONLY | {_I.STATUS},
+        Role.RECEPTION: _LOOKUP,
         Role.PATIENT: _OWN_RECORD,
     },
     "Organization": {

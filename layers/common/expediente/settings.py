@@ -25,6 +25,7 @@ class Settings:
     table_patients: str = ""
     table_notes: str = ""
     table_results: str = ""
+    table_orders: str = ""
     table_admin: str = ""
     table_audit: str = ""
     table_idempotency: str = ""
@@ -53,6 +54,7 @@ _ENV = {
     "table_patients": ("TABLE_PATIENTS",),
     "table_notes": ("TABLE_NOTES",),
     "table_results": ("TABLE_RESULTS",),
+    "table_orders": ("TABLE_ORDERS",),
     "table_admin": ("TABLE_ADMIN",),
     "table_audit": ("TABLE_AUDIT",),
     "table_idempotency": ("TABLE_IDEMPOTENCY",),

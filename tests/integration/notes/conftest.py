@@ -53,6 +53,9 @@ class Staff:
     def patients(self, method: str, path: str, body: Any = None, **kw: Any) -> Reply:
         return call(self.caller, "patients", method, path, body, **kw)
 
+    def orders(self, method: str, path: str, body: Any = None, **kw: Any) -> Reply:
+        return call(self.caller, "orders", method, path, body, **kw)
+
 
 @dataclass
 class Chain:

@@ -170,13 +170,14 @@ def test_entries_must_exist_in_the_tenant(physician: Staff, visit: Visit, other_
     assert "does not exist" in reply.issue
 
 
-def test_orders_and_prescriptions_cannot_be_referenced_until_their_domains_exist(physician: Staff,
-                                                                                 visit: Visit) -> None:
+def test_prescriptions_cannot_be_referenced_until_their_domain_exists(physician: Staff, visit: Visit) -> None:
     body = visit.historia_clinica()
-    body["section"].append(section("ordenes", None, ["ServiceRequest/abc"]))
+    for s in body["section"]:
+        if s["code"]["coding"][0]["code"] == "tratamiento":
+            s["entry"] = [{"reference": "MedicationRequest/abc"}]
     reply = physician.notes("POST", "/fhir/Composition", body)
     assert reply.status == 422
-    assert "ServiceRequest" in reply.issue
+    assert "MedicationRequest" in reply.issue and "does not hold" in reply.issue
 
 
 def test_reception_sees_a_note_without_its_narrative(physician: Staff, visit: Visit, reception: Staff) -> None:

@@ -1,0 +1,148 @@
+"""HTTP routes for ServiceRequest: place lab and imaging orders, follow their status, worklists.
+
+Thin: read the verified caller, check the permission table, call the rules, answer. Every read
+writes its audit record before data leaves; every write's audit record is in its transaction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from aws_lambda_powertools.event_handler import Response
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from expediente import audit, records
+from expediente.api import (
+    base_url,
+    create_app,
+    fhir_response,
+    idempotent,
+    json_body,
+    logger,
+    query_params,
+    request_context,
+)
+from expediente.audit import Action, AuditEntry
+from expediente.clinical import new_id
+from expediente.context import RequestContext, valid_resource_id
+from expediente.errors import Invalid, MethodNotAllowed
+from expediente.fhir import searchset
+from expediente.permissions import Interaction
+from expediente.routes import ClinicalRoutes, patients_of
+
+from . import logic
+from .repository import find_by_number, repository
+
+app = create_app()
+ORDER = "ServiceRequest"
+routes = ClinicalRoutes(app, repository, searches={ORDER: logic.SEARCH})
+
+
+def _patient_exists(ctx: RequestContext, patient_id: str) -> bool:
+    return valid_resource_id(patient_id) and records.load(ctx.tenant, records.Ref("Patient", patient_id)) is not None
+
+
+def _publish(make: Callable[[Any], Any]) -> None:
+    """Publish an event; the pydantic event models load on the first write only."""
+    from expediente import events
+
+    events.publish(make(events))
+
+
+@app.post("/fhir/ServiceRequest")
+def create_order() -> Response[str]:
+    ctx = request_context(app)
+    ctx.require(ORDER, Interaction.CREATE)
+    body = json_body(app, resource_type=ORDER)
+
+    def run() -> Response[str]:
+        saved = logic.create(ctx, body, repo=repository(), patient_exists=_patient_exists, new_id=new_id)
+        order = saved.resource
+        _publish(lambda ev: ev.OrderStatusChanged(tenant_id=ctx.tenant, order_id=order["id"],
+                                                  patient_id=records.subject_of(order) or "", status="requested",
+                                                  request_id=ctx.request_id))
+        logger.info("order placed", extra={"tenant": ctx.tenant, "order_id": order["id"]})
+        return routes.created(order, saved.version)
+
+    return idempotent(app, ctx, run, on_replay=routes.replayed(ctx, ORDER))
+
+
+@app.get("/fhir/ServiceRequest")
+def search_orders() -> Response[str]:
+    """Search; ``clinic`` with one ``status`` reads that clinic's worklist; ``identifier`` finds by number."""
+    params = dict(query_params(app))
+    for param in ("code", "category"):
+        if params.get(param):
+            params[param] = ",".join(v.split("|")[-1] for v in params[param].split(","))
+    if params.get("identifier"):
+        return _by_number(params)
+    if params.get("clinic") and params.get("status") and "," not in params["status"]:
+        params["worklist"] = f"{params.pop('clinic')}|{params['status']}"
+    return routes.search(ORDER, params)
+
+
+def _by_number(params: dict[str, str]) -> Response[str]:
+    ctx = request_context(app)
+    ctx.require(ORDER, Interaction.SEARCH)
+    if set(params) - {"identifier", "_count"}:
+        raise Invalid("identifier (an accession or placer number) is searched alone", expression="identifier")
+    number = params["identifier"].split("|")[-1].strip().upper()
+    order_id = find_by_number(ctx.tenant, number)
+    found = [s for s in ([repository().get(ctx, ORDER, order_id)] if order_id else []) if s is not None]
+    audit.record(ctx, AuditEntry(ORDER, Action.SEARCH, None, patients_of(found), 200, query_params=("identifier",)))
+    return fhir_response(searchset(base_url=base_url(app), path="/fhir/ServiceRequest", params=params,
+                                   resources=[s.resource for s in found], next_token=None, total=len(found)))
+
+
+@app.get("/fhir/ServiceRequest/<resource_id>")
+def read_order(resource_id: str) -> Response[str]:
+    return routes.read(ORDER, resource_id)
+
+
+@app.get("/fhir/ServiceRequest/<resource_id>/_history")
+def order_history(resource_id: str) -> Response[str]:
+    return routes.history(ORDER, resource_id)
+
+
+@app.get("/fhir/ServiceRequest/<resource_id>/_history/<version>")
+def vread_order(resource_id: str, version: str) -> Response[str]:
+    return routes.vread(ORDER, resource_id, version)
+
+
+@app.post(r"/fhir/ServiceRequest/<resource_id>/\$status")  # "$" escaped: routes are regular expressions
+def order_status(resource_id: str) -> Response[str]:
+    """``Parameters`` ``status`` (in-process, completed, cancelled) and, to cancel, ``reason``; If-Match."""
+    ctx = request_context(app)
+    ctx.require(ORDER, Interaction.STATUS)
+    order_id = routes.id(ORDER, resource_id)
+    body = json_body(app, resource_type="Parameters")
+    values = {str(p.get("name")): p for p in body.get("parameter") or [] if isinstance(p, dict)}
+    status = (values.get("status") or {}).get("valueCode")
+    if not status:
+        raise Invalid("Parameters needs status (valueCode)", expression="Parameters.status")
+    reason = (values.get("reason") or {}).get("valueString")
+    saved = logic.change_status(ctx, order_id, str(status), reason=reason, if_match=routes.if_match(),
+                                repo=repository())
+    order = saved.resource
+    _publish(lambda ev: ev.OrderStatusChanged(tenant_id=ctx.tenant, order_id=order_id,
+                                              patient_id=records.subject_of(order) or "", status=str(status),
+                                              previous_status=saved.previous_status, request_id=ctx.request_id))
+    return routes.saved(order, saved.version)
+
+
+@app.put("/fhir/ServiceRequest/<resource_id>")
+def update_order(resource_id: str) -> Response[str]:
+    request_context(app)
+    raise MethodNotAllowed("An order is not edited: change its status with $status, or cancel it and place a new "
+                           "one", headers={"Allow": "GET, POST"})
+
+
+@app.delete("/fhir/ServiceRequest/<resource_id>")
+def delete_order(resource_id: str) -> Response[str]:
+    return routes.refuse_delete(ORDER, "Cancel it with $status (status cancelled and a reason).")
+
+
+@logger.inject_lambda_context(clear_state=True)
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    return app.resolve(event, context)
