@@ -142,10 +142,15 @@ class ClinicalRoutes:
         return fhir_response(bundle)
 
     def search(self, resource_type: str, params: Mapping[str, str] | None = None) -> Response[str]:
-        """One page of a search: one index Query, one batch read, then ``_include``s; all audited."""
+        """One page of a search: one index Query, one batch read, then ``_include``s; all audited.
+
+        ``params`` replaces the query's parameters for planning (a domain may rewrite them, e.g. a
+        worklist); the Bundle's links keep the parameters the client sent.
+        """
         ctx = request_context(self.app)
         ctx.require(resource_type, Interaction.SEARCH)
-        params = dict(query_params(self.app) if params is None else params)
+        sent = query_params(self.app)
+        params = dict(sent if params is None else params)
         repo = self.repository()
         plan = plan_search(ctx, self.searches[resource_type], params)
         wanted = self._includes(resource_type, params)
@@ -161,7 +166,7 @@ class ClinicalRoutes:
         audit.record(ctx, AuditEntry(resource_type, Action.SEARCH, None, patients_of(found + included), 200,
                                      query_params=tuple(sorted(params))))
         total = len(found) if next_token is None and not params.get("_page") else None
-        bundle = searchset(base_url=base_url(self.app), path=f"/fhir/{resource_type}", params=params,
+        bundle = searchset(base_url=base_url(self.app), path=f"/fhir/{resource_type}", params=sent,
                            resources=[self.present(ctx, s) for s in found], next_token=next_token, total=total,
                            included=[self.present(ctx, s) for s in included])
         return fhir_response(bundle)

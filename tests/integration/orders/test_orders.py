@@ -164,3 +164,17 @@ def test_reception_and_nurses_cannot_order(chain: Chain, visit: Visit, reception
                             ).status == 403
     assert chain.staff("nurse").orders("POST", "/fhir/ServiceRequest", lab_order(visit.patient_id, visit.encounter_id)
                                        ).status == 403
+
+
+def test_a_worklist_pages_with_the_parameters_the_client_sent(physician: Staff, visit: Visit, chain: Chain) -> None:
+    lab = chain.staff("lab")
+    ids = {physician.orders("POST", "/fhir/ServiceRequest", lab_order(visit.patient_id, visit.encounter_id)
+                            ).body["id"] for _ in range(3)}
+    first = lab.orders("GET", "/fhir/ServiceRequest", query={"clinic": CLUES, "status": "requested", "_count": "2"})
+    next_url = next(link["url"] for link in first.body["link"] if link["relation"] == "next")
+    assert "clinic=" in next_url and "worklist" not in next_url
+    token = next_url.split("_page=")[1].split("&")[0]
+    rest = lab.orders("GET", "/fhir/ServiceRequest", query={"clinic": CLUES, "status": "requested", "_count": "2",
+                                                             "_page": token})
+    seen = {e["resource"]["id"] for e in first.body["entry"]} | {e["resource"]["id"] for e in rest.body["entry"]}
+    assert seen == ids
