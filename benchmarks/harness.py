@@ -110,3 +110,69 @@ def call(method: str, path: str, *, role: str = "reception", body: Any = None, q
     event = api_event(method, path, user=User(tenant=TENANT, role=role), body=body, query=query, headers=headers)
     response = lambda_handler(event, LambdaContext())
     return response["statusCode"], json.loads(response["body"]) if response.get("body") else None
+
+
+@contextmanager
+def use_engine(client: Any) -> Iterator[None]:
+    """Send the product's DynamoDB calls to ``client`` for a while (everything else stays as it is)."""
+    from expediente import aws
+
+    original = aws.client
+
+    def pick(service: str) -> Any:
+        return client if service == "dynamodb" else original(service)
+
+    aws.client = pick  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        aws.client = original
+
+
+@contextmanager
+def two_engines(benchmark: str) -> Iterator[dict[str, Any]]:
+    """The moto world with DynamoDB on two dynalite engines, ``small`` and ``large``, each with every
+    table and the bench tenant; yields their clients. A size comparison loads one engine per size and
+    alternates requests between them, so the machine's drift touches both sides alike.
+
+    moto is not used for DynamoDB here: its ``Query`` walks every item of the table, so its latency
+    grows with the table for reasons that are moto's.
+    """
+    from benchmarks import dynalite
+    from expediente import aws, tenants
+    from expediente.settings import settings
+
+    if not dynalite.available():
+        raise SystemExit(f"the {benchmark} benchmark needs dynalite: run it through `make bench` (npm ci)")
+    with dynalite.running() as small_endpoint, dynalite.running() as large_endpoint, \
+            world(dynamodb_endpoint=small_endpoint):
+        engines = {"small": aws.client("dynamodb"),
+                   "large": aws.session().client("dynamodb", endpoint_url=large_endpoint, config=aws._CONFIG)}
+        create_tables(engines["large"])
+        tenant_item = engines["small"].get_item(TableName=settings().table_admin,
+                                                Key=tenants.tenant_key(TENANT))["Item"]
+        engines["large"].put_item(TableName=settings().table_admin, Item=tenant_item)
+        yield engines
+
+
+class BatchLoader:
+    """Writes ``TransactWriteItems`` ``Put`` elements (what the product's repositories build) with
+    ``BatchWriteItem``, 25 at a time: the same items as the API would write, far faster."""
+
+    def __init__(self, table: str) -> None:
+        from expediente import aws
+
+        self._client = aws.client("dynamodb")
+        self._table = table
+        self._pending: list[dict[str, Any]] = []
+
+    def add(self, ops: list[dict[str, Any]]) -> None:
+        self._pending += [{"PutRequest": {"Item": op["Put"]["Item"]}} for op in ops]
+        while len(self._pending) >= 25:
+            self._client.batch_write_item(RequestItems={self._table: self._pending[:25]})
+            self._pending = self._pending[25:]
+
+    def flush(self) -> None:
+        if self._pending:
+            self._client.batch_write_item(RequestItems={self._table: self._pending})
+            self._pending = []

@@ -17,12 +17,10 @@ import hashlib
 import json
 import statistics
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
-from benchmarks.harness import TENANT, AwsCalls, world
-from tests.support.aws import LambdaContext, User, api_event, create_tables, reset_caches
+from benchmarks.harness import TENANT, AwsCalls, BatchLoader, two_engines, use_engine
+from tests.support.aws import LambdaContext, User, api_event, reset_caches
 
 SECTION = "https://expediente.mx/fhir/CodeSystem/seccion-nota"
 HISTORIA = ("antecedentes-heredofamiliares", "antecedentes-personales-patologicos",
@@ -222,25 +220,8 @@ def _bare_transaction(client: Any, table: str, n: int) -> float:
     return time.perf_counter() - started
 
 
-@contextmanager
-def _engine(client: Any) -> Iterator[None]:
-    from expediente import aws
-
-    original = aws.client
-
-    def pick(service: str) -> Any:
-        return client if service == "dynamodb" else original(service)
-
-    aws.client = pick  # type: ignore[assignment]
-    try:
-        yield
-    finally:
-        aws.client = original
-
-
 def _load_notes(count: int, patient: str, user: User) -> None:
     """``count`` notes of one patient written with the repository's own items (as a create writes them)."""
-    from expediente import aws
     from expediente.clinical import Write, stamp
     from expediente.context import context_from_event
     from functions.notes import compositions
@@ -248,8 +229,7 @@ def _load_notes(count: int, patient: str, user: User) -> None:
 
     ctx = context_from_event(api_event("POST", "/fhir/Composition", user=user))
     repo = repository()
-    client = aws.client("dynamodb")
-    batch: list[dict[str, Any]] = []
+    loader = BatchLoader(repo.table)
     for n in range(count):
         day = f"20{10 + n // 4000:02d}-{1 + n // 365 % 12:02d}-{1 + n % 28:02d}T{n % 24:02d}:{n % 60:02d}:00.000Z"
         note = stamp({
@@ -260,42 +240,24 @@ def _load_notes(count: int, patient: str, user: User) -> None:
             "author": [{"reference": f"Practitioner/{user.practitioner_id}"}],
             "section": [_section("evolucion")],
         }, f"note{n:08d}", 1, day)
-        for op in repo.write_ops(ctx, Write("Composition", note, 1, compositions.index_entry(note)), now=day):
-            batch.append({"PutRequest": {"Item": op["Put"]["Item"]}})
-        while len(batch) >= 25:
-            client.batch_write_item(RequestItems={repo.table: batch[:25]})
-            batch = batch[25:]
-    if batch:
-        client.batch_write_item(RequestItems={repo.table: batch})
+        loader.add(repo.write_ops(ctx, Write("Composition", note, 1, compositions.index_entry(note)), now=day))
+    loader.flush()
 
 
 def listing(*, small: int, large: int, requests: int) -> str:
     """A patient's notes, newest first, ``_count=10``: ``small`` vs ``large`` notes on two dynalite engines."""
-    from benchmarks import dynalite
-    from expediente import aws, tenants
-    from expediente.settings import settings
-
-    if not dynalite.available():
-        raise SystemExit("the listing benchmark needs dynalite: run it through `make bench` (npm ci)")
     user = User(tenant=TENANT, role="physician", practitioner_id="benchdoctor")
     patient = "benchpatient0001"
-    with dynalite.running() as small_endpoint, dynalite.running() as large_endpoint, \
-            world(dynamodb_endpoint=small_endpoint):
-        engines = {"small": aws.client("dynamodb"),
-                   "large": aws.session().client("dynamodb", endpoint_url=large_endpoint, config=aws._CONFIG)}
-        create_tables(engines["large"])
-        tenant_item = engines["small"].get_item(TableName=settings().table_admin,
-                                                Key=tenants.tenant_key(TENANT))["Item"]
-        engines["large"].put_item(TableName=settings().table_admin, Item=tenant_item)
+    with two_engines("listing") as engines:
         for name, count in (("small", small), ("large", large)):
-            with _engine(engines[name]):
+            with use_engine(engines[name]):
                 _load_notes(count, patient, user)
         calls = AwsCalls()
         calls.attach(*engines.values())
         results: dict[str, list[tuple[float, int, int]]] = {"small": [], "large": []}
 
         def once(name: str) -> tuple[float, int, int]:
-            with _engine(engines[name]):
+            with use_engine(engines[name]):
                 calls.reset()
                 started = time.perf_counter()
                 status, bundle = _invoke("notes", user, "GET", "/fhir/Composition",

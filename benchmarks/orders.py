@@ -8,18 +8,15 @@ from __future__ import annotations
 import json
 import statistics
 import time
-from typing import Any
 
-from benchmarks.harness import TENANT, AwsCalls, world
-from benchmarks.notes import _engine
-from tests.support.aws import LambdaContext, User, api_event, create_tables
+from benchmarks.harness import TENANT, AwsCalls, BatchLoader, two_engines, use_engine
+from tests.support.aws import LambdaContext, User, api_event
 
 CLINICS = ("HGIMB000151", "HGIMB000163", "HGCRO000032", "HGIMB000175", "HGIMB000180")
 STATUSES = ("requested", "in-process", "completed", "cancelled")
 
 
 def _load(count: int, user: User) -> None:
-    from expediente import aws
     from expediente.clinical import Write, stamp
     from expediente.context import context_from_event
     from functions.orders import logic
@@ -27,8 +24,7 @@ def _load(count: int, user: User) -> None:
 
     ctx = context_from_event(api_event("POST", "/fhir/ServiceRequest", user=user))
     repo = repository()
-    client = aws.client("dynamodb")
-    batch: list[dict[str, Any]] = []
+    loader = BatchLoader(repo.table)
     for n in range(count):
         day = f"2026-{1 + n % 12:02d}-{1 + n % 28:02d}T{n % 24:02d}:{n % 60:02d}:{n % 59:02d}.000Z"
         number = f"L2026{n:011d}"
@@ -48,33 +44,17 @@ def _load(count: int, user: User) -> None:
         }, status), f"order{n:08d}", 1, day)
         ops = repo.write_ops(ctx, Write("ServiceRequest", order, 1, logic.index_entry(order)), now=day)
         ops.append(number_guard(repo.table, ctx.tenant, number, order["id"]))
-        batch += [{"PutRequest": {"Item": op["Put"]["Item"]}} for op in ops]
-        while len(batch) >= 25:
-            client.batch_write_item(RequestItems={repo.table: batch[:25]})
-            batch = batch[25:]
-    if batch:
-        client.batch_write_item(RequestItems={repo.table: batch})
+        loader.add(ops)
+    loader.flush()
 
 
 def run(*, small: int, large: int, requests: int) -> str:
-    from benchmarks import dynalite
-    from expediente import aws, tenants
-    from expediente.settings import settings
     from functions.orders.handler import lambda_handler
 
-    if not dynalite.available():
-        raise SystemExit("the worklist benchmark needs dynalite: run it through `make bench` (npm ci)")
     user = User(tenant=TENANT, role="lab", clinic_ids=CLINICS)
-    with dynalite.running() as small_endpoint, dynalite.running() as large_endpoint, \
-            world(dynamodb_endpoint=small_endpoint):
-        engines = {"small": aws.client("dynamodb"),
-                   "large": aws.session().client("dynamodb", endpoint_url=large_endpoint, config=aws._CONFIG)}
-        create_tables(engines["large"])
-        tenant_item = engines["small"].get_item(TableName=settings().table_admin,
-                                                Key=tenants.tenant_key(TENANT))["Item"]
-        engines["large"].put_item(TableName=settings().table_admin, Item=tenant_item)
+    with two_engines("worklist") as engines:
         for name, count in (("small", small), ("large", large)):
-            with _engine(engines[name]):
+            with use_engine(engines[name]):
                 _load(count, user)
         calls = AwsCalls()
         calls.attach(*engines.values())
@@ -83,7 +63,7 @@ def run(*, small: int, large: int, requests: int) -> str:
         def once(name: str) -> tuple[float, int, int]:
             event = api_event("GET", "/fhir/ServiceRequest", user=user,
                               query={"clinic": CLINICS[0], "status": "requested", "_count": "20"})
-            with _engine(engines[name]):
+            with use_engine(engines[name]):
                 calls.reset()
                 started = time.perf_counter()
                 response = lambda_handler(event, LambdaContext())

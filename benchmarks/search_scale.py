@@ -17,12 +17,9 @@ from __future__ import annotations
 import random
 import statistics
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
-from benchmarks.harness import TENANT, AwsCalls, call, world
-from tests.support.aws import create_tables
+from benchmarks.harness import TENANT, AwsCalls, BatchLoader, call, two_engines, use_engine
 
 SURNAMES = ["HERNANDEZ", "GARCIA", "MARTINEZ", "LOPEZ", "GONZALEZ", "RODRIGUEZ", "PEREZ", "SANCHEZ", "RAMIREZ",
             "CRUZ", "FLORES", "GOMEZ", "MORALES", "VAZQUEZ", "REYES", "JIMENEZ", "TORRES", "DIAZ", "GUTIERREZ",
@@ -37,7 +34,6 @@ SEARCHES = [{"family": "garc"}, {"family": "lopez", "given": "ma"}, {"given": "g
 
 
 def _load(count: int, start: int, rng: random.Random) -> None:
-    from expediente import aws
     from expediente.context import TenantId
     from functions.patients import logic
     from functions.patients.model import Demographics
@@ -45,8 +41,7 @@ def _load(count: int, start: int, rng: random.Random) -> None:
 
     repo = repository()
     tenant = TenantId(TENANT)
-    client = aws.client("dynamodb")
-    batch: list[dict] = []
+    loader = BatchLoader(repo.table)
     for n in range(start, start + count):
         demo = Demographics(curp=None, folio=f"B{n:08d}", first_surname=rng.choice(SURNAMES),
                             second_surname=rng.choice(SURNAMES), given=(rng.choice(GIVEN),),
@@ -58,29 +53,8 @@ def _load(count: int, start: int, rng: random.Random) -> None:
         resource = logic.render(pid, demo, body, version=1, now="2026-11-25T00:00:00.000Z")
         ops = repo.store.write(tenant, pid, resource, version=1, last_updated="2026-11-25T00:00:00.000Z")
         ops += repo._index_changes(tenant, pid, None, demo)
-        batch += [{"PutRequest": {"Item": op["Put"]["Item"]}} for op in ops]
-        while len(batch) >= 25:
-            client.batch_write_item(RequestItems={repo.table: batch[:25]})
-            batch = batch[25:]
-    if batch:
-        client.batch_write_item(RequestItems={repo.table: batch})
-
-
-@contextmanager
-def _engine(client: Any) -> Iterator[None]:
-    """Send the product's DynamoDB calls to ``client`` for a while (everything else stays as it is)."""
-    from expediente import aws
-
-    original = aws.client
-
-    def pick(service: str) -> Any:
-        return client if service == "dynamodb" else original(service)
-
-    aws.client = pick  # type: ignore[assignment]
-    try:
-        yield
-    finally:
-        aws.client = original
+        loader.add(ops)
+    loader.flush()
 
 
 def _search(calls: Any, query: dict[str, str]) -> tuple[float, float, int]:
@@ -95,34 +69,21 @@ def _search(calls: Any, query: dict[str, str]) -> tuple[float, float, int]:
 def run(*, small: int, large: int, searches: int) -> str:
     """Two dynalite engines, one holding ``small`` patients and one ``large``; the same searches
     alternate between them, so drift of this shared machine touches both sides alike."""
-    from benchmarks import dynalite
-    from expediente import aws, tenants
-    from expediente.settings import settings
-
-    if not dynalite.available():
-        raise SystemExit("the search benchmark needs dynalite: run it through `make bench` (npm ci)")
     rng = random.Random(2026)
-    with dynalite.running() as small_endpoint, dynalite.running() as large_endpoint, \
-            world(dynamodb_endpoint=small_endpoint):
-        engines = {"small": aws.client("dynamodb"),
-                   "large": aws.session().client("dynamodb", endpoint_url=large_endpoint, config=aws._CONFIG)}
-        create_tables(engines["large"])
-        tenant_item = engines["small"].get_item(TableName=settings().table_admin,
-                                                Key=tenants.tenant_key(TENANT))["Item"]
-        engines["large"].put_item(TableName=settings().table_admin, Item=tenant_item)
-        with _engine(engines["small"]):
+    with two_engines("search") as engines:
+        with use_engine(engines["small"]):
             _load(small, 0, rng)
-        with _engine(engines["large"]):
+        with use_engine(engines["large"]):
             _load(large, 0, rng)
         calls = AwsCalls()
         calls.attach(*engines.values())
         results: dict[str, list[tuple[float, float, int]]] = {"small": [], "large": []}
         for name in ("small", "large"):  # warm both paths
-            with _engine(engines[name]):
+            with use_engine(engines[name]):
                 _search(calls, SEARCHES[0])
         for i in range(searches):
             for name in ("small", "large"):
-                with _engine(engines[name]):
+                with use_engine(engines[name]):
                     results[name].append(_search(calls, SEARCHES[i % len(SEARCHES)]))
 
     def summary(rows: list[tuple[float, float, int]]) -> tuple[float, float, float, int]:
