@@ -17,8 +17,7 @@ from datetime import date
 from typing import Any
 
 from expediente import records
-from expediente.audit import Action, AuditEntry
-from expediente.clinical import ClinicalRepository, SearchSpec, Write, check_version, now_instant, stamp
+from expediente.clinical import ClinicalRepository, Saved, SearchSpec, check_version, now_instant, stamp
 from expediente.context import RequestContext
 from expediente.errors import Conflict, Forbidden, Invalid, Unprocessable
 from expediente.fhir import validate
@@ -58,12 +57,6 @@ SEARCH = SearchSpec(
     references={"patient": "Patient", "subject": "Patient", "encounter": "Encounter", "author": "Practitioner",
                 "related-ref": "Composition"},
 )
-
-
-@dataclass(frozen=True)
-class Saved:
-    resource: dict[str, Any]
-    version: int
 
 
 @dataclass(frozen=True)
@@ -325,10 +318,6 @@ def _render(ctx: RequestContext, resource: dict[str, Any], links: Context, *, no
     return resource
 
 
-def _audit_ids(resource: dict[str, Any]) -> tuple[str, ...]:
-    return (records.subject_of(resource) or "",)
-
-
 def create(ctx: RequestContext, body: dict[str, Any], *, repo: ClinicalRepository,
            load_patient: Callable[[RequestContext, str], dict[str, Any] | None],
            practitioner_active: Callable[[RequestContext, str], bool], new_id: Callable[[], str],
@@ -339,9 +328,7 @@ def create(ctx: RequestContext, body: dict[str, Any], *, repo: ClinicalRepositor
     links = _links(ctx, resource, kind, repo=repo, load_patient=load_patient, practitioner_active=practitioner_active)
     now = now_instant(clock)
     resource = _render(ctx, resource, links, note_id=new_id(), version=1, now=now)
-    repo.save(ctx, [Write("Composition", resource, 1, index_entry(resource))], now=now,
-              entry=AuditEntry("Composition", Action.CREATE, resource["id"], _audit_ids(resource), 201))
-    return Saved(resource, 1)
+    return repo.put(ctx, resource, index=index_entry, now=now)
 
 
 def refuse_if_signed(stored: Stored) -> None:
@@ -376,10 +363,7 @@ def update(ctx: RequestContext, note_id: str, body: dict[str, Any], *, if_match:
     now = now_instant(clock)
     version = current.version + 1
     resource = _render(ctx, resource, links, note_id=note_id, version=version, now=now)
-    repo.save(ctx, [Write("Composition", resource, version, index_entry(resource),
-                          previous=index_entry(current.resource))],
-              now=now, entry=AuditEntry("Composition", Action.UPDATE, note_id, _audit_ids(resource), 200))
-    return Saved(resource, version)
+    return repo.put(ctx, resource, index=index_entry, now=now, previous=current)
 
 
 # ---------------------------------------------------------------- reading ---

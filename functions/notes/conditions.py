@@ -10,12 +10,10 @@ rules can restrict them.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 from expediente import icd10, records
-from expediente.audit import Action, AuditEntry
-from expediente.clinical import ClinicalRepository, SearchSpec, Write, now_instant, stamp
+from expediente.clinical import ClinicalRepository, Saved, SearchSpec, now_instant, stamp
 from expediente.context import RequestContext
 from expediente.errors import Invalid, Unprocessable
 from expediente.fhir import validate
@@ -36,12 +34,6 @@ SEARCH = SearchSpec(
     date="recorded-date",
     references={"patient": "Patient", "subject": "Patient", "encounter": "Encounter"},
 )
-
-
-@dataclass(frozen=True)
-class Saved:
-    resource: dict[str, Any]
-    version: int
 
 
 def _code(concept: dict[str, Any] | None, where: str) -> str | None:
@@ -141,12 +133,10 @@ def create(ctx: RequestContext, body: dict[str, Any], *, repo: ClinicalRepositor
     now = now_instant(clock)
     resource = _normalize(ctx, body, now=now)
     resource["recordedDate"] = now
-    patient = _check_links(ctx, resource, repo, patient_exists)
+    _check_links(ctx, resource, repo, patient_exists)
     resource = stamp(resource, new_id(), 1, now)
     validate("Condition", resource)
-    repo.save(ctx, [Write("Condition", resource, 1, index_entry(resource))], now=now,
-              entry=AuditEntry("Condition", Action.CREATE, resource["id"], (patient,), 201))
-    return Saved(resource, 1)
+    return repo.put(ctx, resource, index=index_entry, now=now)
 
 
 def update(ctx: RequestContext, condition_id: str, body: dict[str, Any], *, if_match: int,
@@ -159,11 +149,8 @@ def update(ctx: RequestContext, condition_id: str, body: dict[str, Any], *, if_m
     if records.subject_of(resource) != records.subject_of(current.resource):
         raise Unprocessable("Condition.subject cannot change", expression="Condition.subject")
     resource["recordedDate"] = current.resource["recordedDate"]
-    patient = _check_links(ctx, resource, repo, patient_exists)
+    _check_links(ctx, resource, repo, patient_exists)
     version = current.version + 1
     resource = stamp(resource, condition_id, version, now)
     validate("Condition", resource)
-    repo.save(ctx, [Write("Condition", resource, version, index_entry(resource),
-                          previous=index_entry(current.resource))],
-              now=now, entry=AuditEntry("Condition", Action.UPDATE, condition_id, (patient,), 200))
-    return Saved(resource, version)
+    return repo.put(ctx, resource, index=index_entry, now=now, previous=current)

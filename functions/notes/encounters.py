@@ -7,13 +7,11 @@ patient and the clinic) come in as arguments.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 from expediente import identifiers as ids
 from expediente import records
-from expediente.audit import Action, AuditEntry
-from expediente.clinical import ClinicalRepository, SearchSpec, Write, now_instant, stamp
+from expediente.clinical import ClinicalRepository, Saved, SearchSpec, now_instant, stamp
 from expediente.context import RequestContext
 from expediente.errors import Conflict, Forbidden, Invalid, Unprocessable
 from expediente.fhir import validate
@@ -48,12 +46,6 @@ SEARCH = SearchSpec(
 )
 
 Lookup = Callable[[RequestContext, str], str | None]
-
-
-@dataclass(frozen=True)
-class Saved:
-    resource: dict[str, Any]
-    version: int
 
 
 def index_entry(resource: dict[str, Any]) -> Entry:
@@ -143,9 +135,7 @@ def create(ctx: RequestContext, body: dict[str, Any], *, repo: ClinicalRepositor
         raise Unprocessable(f"Encounter.subject: Patient/{patient} does not exist", expression="Encounter.subject")
     resource = stamp(resource, new_id(), 1, now)
     validate("Encounter", resource)
-    repo.save(ctx, [Write("Encounter", resource, 1, index_entry(resource))], now=now,
-              entry=AuditEntry("Encounter", Action.CREATE, resource["id"], (patient,), 201))
-    return Saved(resource, 1)
+    return repo.put(ctx, resource, index=index_entry, now=now)
 
 
 def update(ctx: RequestContext, encounter_id: str, body: dict[str, Any], *, if_match: int,
@@ -174,11 +164,8 @@ def update(ctx: RequestContext, encounter_id: str, body: dict[str, Any], *, if_m
     version = current.version + 1
     resource = stamp(resource, encounter_id, version, now)
     validate("Encounter", resource)
-    patient = records.subject_of(resource) or ""
-    repo.save(ctx, [Write("Encounter", resource, version, index_entry(resource), previous=index_entry(before))],
-              now=now, entry=AuditEntry("Encounter", Action.UPDATE, encounter_id, (patient,), 200,
-                                        detail={"status": f"{old}->{new}"} if old != new else {}))
-    return Saved(resource, version)
+    return repo.put(ctx, resource, index=index_entry, now=now, previous=current,
+                    detail={"status": f"{old}->{new}"} if old != new else None)
 
 
 def clinic_of(encounter: Stored) -> str:

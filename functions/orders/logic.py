@@ -20,8 +20,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from expediente import icd10, records
-from expediente.audit import Action, AuditEntry
-from expediente.clinical import ClinicalRepository, SearchSpec, Write, check_version, now_instant, stamp
+from expediente.audit import Action
+from expediente.clinical import ClinicalRepository, SearchSpec, check_version, now_instant, stamp
 from expediente.context import RequestContext
 from expediente.errors import Conflict, Forbidden, Invalid, Unprocessable
 from expediente.fhir import validate
@@ -241,10 +241,9 @@ def create(ctx: RequestContext, body: dict[str, Any], *, repo: ClinicalRepositor
         from .repository import number_guard
 
         try:
-            repo.save(ctx, [Write("ServiceRequest", resource, 1, index_entry(resource))], now=now,
-                      extra=[number_guard(repo.table, ctx.tenant, value, order_id)],
-                      entry=AuditEntry("ServiceRequest", Action.CREATE, order_id, (patient,), 201,
-                                       detail={"category": "laboratory" if kind == LABORATORY else "imaging"}))
+            repo.put(ctx, resource, index=index_entry, now=now,
+                     extra=[number_guard(repo.table, ctx.tenant, value, order_id)],
+                     detail={"category": "laboratory" if kind == LABORATORY else "imaging"})
         except Conflict as exc:
             if isinstance(exc.__cause__, TransactionConflict):
                 continue  # the number was taken at the same moment: draw another
@@ -281,9 +280,6 @@ def change_status(ctx: RequestContext, order_id: str, status: str, *, reason: st
     version = current.version + 1
     resource = stamp(_with_status(current.resource, status, reason if status == "cancelled" else None),
                      order_id, version, now)
-    patient = records.subject_of(resource) or ""
-    repo.save(ctx, [Write("ServiceRequest", resource, version, index_entry(resource),
-                          previous=index_entry(current.resource))], now=now,
-              entry=AuditEntry("ServiceRequest", Action.OPERATION, order_id, (patient,), 200,
-                               detail={"operation": "$status", "status": f"{before}->{status}"}))
+    repo.put(ctx, resource, index=index_entry, now=now, previous=current, action=Action.OPERATION,
+             detail={"operation": "$status", "status": f"{before}->{status}"})
     return Saved(resource, version, previous_status=before)

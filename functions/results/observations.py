@@ -22,8 +22,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from expediente import records
-from expediente.audit import Action, AuditEntry
-from expediente.clinical import ClinicalRepository, SearchSpec, Write, now_instant, stamp
+from expediente.clinical import ClinicalRepository, Saved, SearchSpec, now_instant, stamp
 from expediente.context import RequestContext
 from expediente.errors import Invalid, Unprocessable
 from expediente.fhir import validate
@@ -78,12 +77,6 @@ TOKEN_SYSTEMS = {"code": vital_signs.LOINC, "category": CATEGORY_SYSTEM}
 
 # Reads another domain's resource (Patient, Encounter) in the caller's tenant; None when missing.
 Load = Callable[[RequestContext, records.Ref], dict[str, Any] | None]
-
-
-@dataclass(frozen=True)
-class Saved:
-    resource: dict[str, Any]
-    version: int
 
 
 def search_params(params: Mapping[str, str]) -> dict[str, str]:
@@ -236,12 +229,10 @@ def create(ctx: RequestContext, body: dict[str, Any], *, repo: ClinicalRepositor
                             expression="Observation.status")
     if ctx.practitioner_id:
         resource["performer"] = [{"reference": f"Practitioner/{ctx.practitioner_id}"}]
-    patient = _check_links(ctx, resource, load)
+    _check_links(ctx, resource, load)
     resource = stamp(resource, new_id(), 1, now)
     validate("Observation", resource)
-    repo.save(ctx, [Write("Observation", resource, 1, index_entry(resource))], now=now,
-              entry=AuditEntry("Observation", Action.CREATE, resource["id"], (patient,), 201))
-    return Saved(resource, 1)
+    return repo.put(ctx, resource, index=index_entry, now=now)
 
 
 def update(ctx: RequestContext, observation_id: str, body: dict[str, Any], *, if_match: int,
@@ -270,11 +261,9 @@ def update(ctx: RequestContext, observation_id: str, body: dict[str, Any], *, if
                             expression="Observation.status")
     if before.get("performer"):
         resource["performer"] = before["performer"]
-    patient = _check_links(ctx, resource, load)
+    _check_links(ctx, resource, load)
     version = current.version + 1
     resource = stamp(resource, observation_id, version, now)
     validate("Observation", resource)
-    repo.save(ctx, [Write("Observation", resource, version, index_entry(resource), previous=index_entry(before))],
-              now=now, entry=AuditEntry("Observation", Action.UPDATE, observation_id, (patient,), 200,
-                                        detail={"status": f"{old}->{new}"} if old != new else {}))
-    return Saved(resource, version)
+    return repo.put(ctx, resource, index=index_entry, now=now, previous=current,
+                    detail={"status": f"{old}->{new}"} if old != new else None)

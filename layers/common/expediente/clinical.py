@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from expediente import audit, records, tenants
-from expediente.audit import AuditEntry
+from expediente.audit import Action, AuditEntry
 from expediente.context import RequestContext
 from expediente.errors import Conflict, Invalid, NotFound, PreconditionFailed
 from expediente.fhir import decode_page_token, encode_page_token
@@ -56,6 +56,14 @@ def check_version(current: Stored, if_match: int) -> None:
         ref = f"{current.resource['resourceType']}/{current.resource['id']}"
         raise PreconditionFailed(f"{ref} is at version {current.version}, not {if_match}: read it again",
                                  headers={"ETag": f'W/"{current.version}"'})
+
+
+@dataclass(frozen=True)
+class Saved:
+    """A version just stored."""
+
+    resource: dict[str, Any]
+    version: int
 
 
 @dataclass(frozen=True)
@@ -169,6 +177,24 @@ class ClinicalRepository:
             if failed and failed[0] >= first_ops:
                 raise Conflict("A related record changed at the same time; read it again and retry") from exc
             raise Conflict(f"{head.resource_type}/{head.id} could not be saved: it changed at the same time") from exc
+
+    def put(self, ctx: RequestContext, resource: dict[str, Any], *, index: Callable[[dict[str, Any]], Entry],
+            now: str, previous: Stored | None = None, action: Action | None = None,
+            detail: Mapping[str, str] | None = None, extra: Sequence[dict[str, Any]] = ()) -> Saved:
+        """Store one stamped resource version with its index items and one audit record naming its patient.
+
+        ``previous`` is the version it replaces (none for a create: audited as create, 201; else
+        update, 200, unless ``action`` says otherwise); errors as :meth:`save`.
+        """
+        resource_type, version = resource["resourceType"], int(resource["meta"]["versionId"])
+        patient = records.subject_of(resource)
+        self.save(ctx, [Write(resource_type, resource, version, index(resource),
+                              previous=index(previous.resource) if previous is not None else None)],
+                  now=now, extra=extra,
+                  entry=AuditEntry(resource_type, action or (Action.CREATE if previous is None else Action.UPDATE),
+                                   resource["id"], (patient,) if patient else (), 201 if previous is None else 200,
+                                   detail=dict(detail or {})))
+        return Saved(resource, version)
 
     def update_attrs(self, ctx: RequestContext, resource_type: str, resource_id: str, *, expression: str,
                      values: Mapping[str, Any]) -> dict[str, Any]:
