@@ -26,7 +26,7 @@ from expediente.api import (
 )
 from expediente.audit import Action, AuditEntry
 from expediente.clinical import ClinicalRepository, new_id
-from expediente.context import RequestContext, valid_resource_id
+from expediente.context import RequestContext
 from expediente.errors import Invalid, MethodNotAllowed, Unprocessable
 from expediente.fhir import searchset
 from expediente.permissions import Interaction, reads_narrative
@@ -44,8 +44,7 @@ app = create_app()
 
 
 def _patient(ctx: RequestContext, patient_id: str) -> dict[str, Any] | None:
-    stored = records.load(ctx.tenant, records.Ref("Patient", patient_id)) if valid_resource_id(patient_id) else None
-    return None if stored is None else stored.resource
+    return records.find(ctx.tenant, "Patient", patient_id)
 
 
 def _patient_exists(ctx: RequestContext, patient_id: str) -> bool:
@@ -57,8 +56,8 @@ def _clinic_org(ctx: RequestContext, clues: str) -> str | None:
 
 
 def _practitioner_active(ctx: RequestContext, practitioner_id: str) -> bool:
-    stored = records.load(ctx.tenant, records.Ref("Practitioner", practitioner_id))
-    return stored is not None and stored.resource.get("active", True) is not False
+    practitioner = records.find(ctx.tenant, "Practitioner", practitioner_id)
+    return practitioner is not None and practitioner.get("active", True) is not False
 
 
 @cache
@@ -342,10 +341,7 @@ def verify_composition(resource_id: str) -> Response[str]:
     note_id = _id("Composition", resource_id)
     report = signature.verify(ctx, note_id, repo=repository(),
                               key_for=lambda practitioner, kid: signing_keys.by_kid(ctx.tenant, practitioner, kid))
-    patient = records.subject_of(report.provenance or {}) or ""
-    stored = repository().get(ctx, "Composition", note_id)
-    if stored is not None:
-        patient = records.subject_of(stored.resource) or patient
+    patient = report.patient
     audit.record(ctx, AuditEntry("Composition", Action.OPERATION, note_id, (patient,) if patient else (), 200,
                                  detail={"operation": "$verify-signature", "valid": str(report.valid).lower()}))
     return fhir_response(signature.parameters(report))

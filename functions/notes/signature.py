@@ -290,6 +290,7 @@ class Report:
     valid: bool
     reason: str
     checks: list[tuple[str, bool, str]]
+    patient: str
     provenance: dict[str, Any] | None = None
 
 
@@ -301,29 +302,31 @@ def verify(ctx: RequestContext, note_id: str, *, repo: ClinicalRepository,
     if current.resource["status"] == "preliminary" or not provenance_id:
         raise Conflict(f"Composition/{note_id} is not signed")
     checks: list[tuple[str, bool, str]] = []
+    patient = records.subject_of(current.resource) or ""
     stored_provenance = repo.get(ctx, "Provenance", str(provenance_id))
     if stored_provenance is None:
-        return Report(False, "the signature record (Provenance) is missing", checks)
+        return Report(False, "the signature record (Provenance) is missing", checks, patient)
     provenance = stored_provenance.resource
     target = records.parse(provenance["target"][0]["reference"], where="Provenance.target", types=("Composition",))
     try:
         signed = repo.get_version(ctx, "Composition", note_id, target.version or 0)
     except DecryptionFailed:
-        return Report(False, "the stored note was altered: it no longer decrypts under its record", checks, provenance)
+        return Report(False, "the stored note was altered: it no longer decrypts under its record", checks, patient,
+                      provenance)
     if signed is None or target.id != note_id:
-        return Report(False, "the signed version of the note is missing", checks, provenance)
+        return Report(False, "the signed version of the note is missing", checks, patient, provenance)
     payload = signing.canonical(signed_content(signed.resource))
     signature = provenance["signature"][0]
     try:
         jws = base64.b64decode(signature["data"]).decode()
         header, _ = signing.parse_detached_jws(jws)
     except (ValueError, Invalid):
-        return Report(False, "the stored signature is malformed", checks, provenance)
+        return Report(False, "the stored signature is malformed", checks, patient, provenance)
     practitioner = str(signature["who"].get("reference", "")).removeprefix("Practitioner/")
     key = key_for(practitioner, str(header.get("kid", "")))
     if key is None:
-        return Report(False, f"no key {header.get('kid')} is registered for Practitioner/{practitioner}", checks,
-                      provenance)
+        reason = f"no key {header.get('kid')} is registered for Practitioner/{practitioner}"
+        return Report(False, reason, checks, patient, provenance)
     at = _instant(str(header.get("sigT", "")))
     result = signing.verify(jws, payload, public_key_pem=None if key.certificate_pem else key.public_key_pem,
                             certificate_pem=key.certificate_pem or None, at=at)
@@ -341,7 +344,7 @@ def verify(ctx: RequestContext, note_id: str, *, repo: ClinicalRepository,
     ok = all(passed for _, passed, _ in checks)
     reason = "signature valid: the note and its entries are exactly as signed" if ok else "; ".join(
         f"{name}: {why}" for name, passed, why in checks if not passed)
-    return Report(ok, reason, checks, provenance)
+    return Report(ok, reason, checks, patient, provenance)
 
 
 def _check_entry(ctx: RequestContext, entry: dict[str, Any]) -> tuple[str, bool, str]:

@@ -25,7 +25,7 @@ from expediente.api import (
 )
 from expediente.audit import Action, AuditEntry
 from expediente.clinical import new_id
-from expediente.context import RequestContext, valid_resource_id
+from expediente.context import RequestContext
 from expediente.errors import Invalid, MethodNotAllowed
 from expediente.fhir import searchset
 from expediente.permissions import Interaction
@@ -40,7 +40,7 @@ routes = ClinicalRoutes(app, repository, searches={ORDER: logic.SEARCH})
 
 
 def _patient_exists(ctx: RequestContext, patient_id: str) -> bool:
-    return valid_resource_id(patient_id) and records.load(ctx.tenant, records.Ref("Patient", patient_id)) is not None
+    return records.find(ctx.tenant, "Patient", patient_id) is not None
 
 
 def _publish(make: Callable[[Any], Any]) -> None:

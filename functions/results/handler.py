@@ -21,7 +21,7 @@ from expediente.api import (
     request_context,
 )
 from expediente.clinical import new_id
-from expediente.context import RequestContext, valid_resource_id
+from expediente.context import RequestContext
 from expediente.permissions import Interaction
 from expediente.routes import ClinicalRoutes
 
@@ -38,8 +38,7 @@ OBSERVATION = "Observation"
 
 def _load(ctx: RequestContext, ref: records.Ref) -> dict[str, Any] | None:
     """Another domain's resource (Patient, Encounter) in the caller's tenant, or None."""
-    stored = records.load(ctx.tenant, ref) if valid_resource_id(ref.id) else None
-    return None if stored is None else stored.resource
+    return records.find(ctx.tenant, ref.resource_type, ref.id)
 
 
 routes = ClinicalRoutes(app, repository, searches={OBSERVATION: observations.SEARCH})

@@ -14,7 +14,7 @@ from functools import cache
 from typing import Any
 
 from expediente import tenants
-from expediente.context import TenantId
+from expediente.context import TenantId, valid_resource_id
 from expediente.errors import Invalid, Unprocessable
 from expediente.settings import settings
 from expediente.store import Stored, VersionedStore, get_item
@@ -92,6 +92,14 @@ def load(tenant: TenantId, ref: Ref) -> Stored | None:
     if ref.version is None:
         return target.get(tenant, ref.id)
     return target.get_version(tenant, ref.id, ref.version)
+
+
+def find(tenant: TenantId, resource_type: str, resource_id: str) -> dict[str, Any] | None:
+    """The current ``resource_type/resource_id`` of the tenant, or None (also for an id that cannot exist)."""
+    if not valid_resource_id(resource_id):
+        return None
+    stored = load(tenant, Ref(resource_type, resource_id))
+    return None if stored is None else stored.resource
 
 
 def load_many(tenant: TenantId, refs: list[Ref]) -> dict[str, Stored]:
