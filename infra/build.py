@@ -3,10 +3,13 @@
 Two kinds of output, both under ``build/`` at the repository root:
 
 * ``build/layer/python/`` — the shared dependency layer: the runtime dependencies exported from
-  ``uv.lock`` (minus what the Lambda runtime already ships), installed as manylinux2014 aarch64
-  CPython 3.12 wheels, plus the project's own ``expediente`` package from ``layers/common``.
-* ``build/functions/<id>/<id>/`` — one code asset per ``FunctionDef``, so the handler string is
-  ``<id>.handler.lambda_handler``.
+  ``uv.lock`` (minus what the Lambda runtime already ships), installed as manylinux_2_28 aarch64
+  CPython 3.12 wheels (which include manylinux2014 ones), plus the project's own ``expediente``
+  package from ``layers/common``.
+* ``build/functions/<id>/functions/<id>/`` — one code asset per ``FunctionDef``, laid out as the
+  repository's ``functions`` package so the handler string is ``functions.<id>.handler.lambda_handler``
+  and a function that runs another domain's rules in-process (``FunctionDef.bundles``) imports them
+  as ``functions.<other>`` exactly as it does in the tests.
 
 The install step is the only slow part (it downloads about 15 MB); it is skipped, and uv is not
 even needed, when ``build/layer.stamp`` records the same hash of ``uv.lock`` and the install
@@ -44,7 +47,9 @@ FUNCTIONS_DIR = REPO_ROOT / "functions"
 RUNTIME_PROVIDED = frozenset({"boto3", "botocore", "s3transfer"})
 
 # The Lambda target (decision 11). Kept in one place so the stamp changes when they do.
-TARGET_PLATFORM = "aarch64-manylinux2014"
+# The python3.12 runtime runs on Amazon Linux 2023 (glibc 2.34), so any wheel up to manylinux_2_28
+# loads there; some locked packages (Pillow 13, for fpdf2) no longer publish manylinux2014 wheels.
+TARGET_PLATFORM = "aarch64-manylinux_2_28"
 TARGET_PYTHON = "3.12"
 
 _IGNORED = shutil.ignore_patterns("__pycache__", "*.pyc", "tests", ".pytest_cache", ".mypy_cache")
@@ -56,7 +61,7 @@ class BuildError(RuntimeError):
 
 @dataclass(frozen=True)
 class BuildPaths:
-    """Where the assets are. ``layer`` holds ``python/``; ``functions[id]`` holds the ``<id>`` package."""
+    """Where the assets are. ``layer`` holds ``python/``; ``functions[id]`` holds the ``functions`` package."""
 
     layer: Path
     functions: dict[str, Path]
@@ -139,7 +144,7 @@ def build_layer(build_dir: Path = BUILD_DIR) -> Path:
         site.mkdir(parents=True)
         req_file.write_text(runtime_requirements())
         # uv's pip interface takes the same platform options as `pip install --platform
-        # manylinux2014_aarch64 --implementation cp --python-version 3.12 --only-binary=:all:`;
+        # manylinux_2_28_aarch64 --implementation cp --python-version 3.12 --only-binary=:all:`;
         # the project venv has no pip, and uv is already required for the export.
         _run([
             *_uv_command(), "pip", "install", "--quiet", "--target", str(site), *_INSTALL_OPTIONS,
@@ -163,18 +168,22 @@ def build_layer(build_dir: Path = BUILD_DIR) -> Path:
 
 
 def build_function(function_id: str, build_dir: Path = BUILD_DIR) -> Path:
-    """Copy ``functions/<id>/`` to ``build/functions/<id>/<id>/``; return the asset directory.
+    """Copy ``functions/<id>/`` (and the packages it bundles) under ``build/functions/<id>/functions/``.
 
-    Raises BuildError when the function folder does not exist: a FunctionDef without code would
-    deploy a function that fails on every request.
+    Returns the asset directory. Raises BuildError when a folder does not exist: a FunctionDef
+    without code would deploy a function that fails on every request.
     """
-    source = FUNCTIONS_DIR / function_id
-    if not source.is_dir():
-        raise BuildError(f"functions/{function_id}/ does not exist but infra.definitions declares it")
+    packages = (function_id, *definitions.function(function_id).bundles) \
+        if any(f.id == function_id for f in definitions.FUNCTIONS) else (function_id,)
+    for package in packages:
+        if not (FUNCTIONS_DIR / package).is_dir():
+            raise BuildError(f"functions/{package}/ does not exist but infra.definitions declares it")
     asset = build_dir / "functions" / function_id
     if asset.exists():
         shutil.rmtree(asset)
-    shutil.copytree(source, asset / function_id, ignore=_IGNORED)
+    for package in packages:
+        shutil.copytree(FUNCTIONS_DIR / package, asset / "functions" / package, ignore=_IGNORED)
+    (asset / "functions" / "__init__.py").write_text("")
     _compile_for_target(asset, _target_interpreter())
     return asset
 

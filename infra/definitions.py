@@ -49,13 +49,32 @@ class QueueDef:
 
 
 @dataclass(frozen=True)
+class TopicDef:
+    """An SNS topic (KMS-encrypted) that people's notification channels subscribe to."""
+
+    id: str
+    purpose: str
+
+
+@dataclass(frozen=True)
 class RuleDef:
-    """An EventBridge rule on the custom bus delivering to one queue."""
+    """An EventBridge rule on the custom bus delivering to one queue (and optionally to topics)."""
 
     id: str
     detail_types: tuple[str, ...]
     target_queue: str
     source: str = "expediente"
+    target_topics: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class ScheduleDef:
+    """A function invoked every ``minutes`` by an EventBridge schedule (a ``Scheduled Event``)."""
+
+    id: str
+    function: str
+    minutes: int
+    purpose: str
 
 
 @dataclass(frozen=True)
@@ -79,6 +98,11 @@ class FunctionDef:
     # Practitioners' signing keys in KMS: "create" (register a practitioner: CreateKey, GetPublicKey)
     # or "sign" (sign with them); both only on keys tagged for practitioner signing.
     signing_keys: str = ""
+    # Queues (by id) delivered to the function in batches; it reports the records that failed.
+    consumes: tuple[str, ...] = ()
+    # Other domains' packages shipped in this function's asset because it runs their rules in-process
+    # (the HL7 v2 interface applies the patients and results rules to what a message carries).
+    bundles: tuple[str, ...] = ()
     memory_mb: int = 1024
     timeout_s: int = 15
     env: dict[str, str] = field(default_factory=dict)
@@ -124,15 +148,29 @@ BUCKETS: tuple[BucketDef, ...] = (
 QUEUES: tuple[QueueDef, ...] = (
     QueueDef(id="critical_alerts", purpose="CriticalResultDetected for alerting and escalation"),
     QueueDef(id="integration", purpose="record lifecycle events for integration engines"),
+    QueueDef(id="order_results", purpose="ResultRecorded for the orders function: orders advance with their results"),
+)
+
+TOPICS: tuple[TopicDef, ...] = (
+    TopicDef(id="critical_notifications",
+             purpose="critical results detected and escalated, for clinicians' notification channels"),
 )
 
 RULES: tuple[RuleDef, ...] = (
-    RuleDef(id="critical_results", detail_types=("CriticalResultDetected",), target_queue="critical_alerts"),
+    RuleDef(id="critical_results", detail_types=("CriticalResultDetected", "CriticalResultEscalated"),
+            target_queue="critical_alerts", target_topics=("critical_notifications",)),
     RuleDef(
         id="record_lifecycle",
-        detail_types=("PatientRegistered", "PatientUpdated", "PatientMerged", "NoteSigned", "OrderStatusChanged"),
+        detail_types=("PatientRegistered", "PatientUpdated", "PatientMerged", "NoteSigned", "OrderStatusChanged",
+                      "OrderMessageQueued", "CriticalResultAcknowledged"),
         target_queue="integration",
     ),
+    RuleDef(id="results_to_orders", detail_types=("ResultRecorded",), target_queue="order_results"),
+)
+
+SCHEDULES: tuple[ScheduleDef, ...] = (
+    ScheduleDef(id="critical_escalation", function="results", minutes=1,
+                purpose="escalate critical results not acknowledged within the tenant's deadline"),
 )
 
 FUNCTIONS: tuple[FunctionDef, ...] = (
@@ -155,6 +193,7 @@ FUNCTIONS: tuple[FunctionDef, ...] = (
             "/fhir/AuditEvent",
             "/admin/users",
             "/admin/users/{proxy+}",
+            "/admin/critical-results",
         ),
         public_routes=("/fhir/metadata",),
         writes=("admin", "audit", "idempotency"),
@@ -182,18 +221,31 @@ FUNCTIONS: tuple[FunctionDef, ...] = (
     ),
     FunctionDef(
         id="orders",
-        description="Lab and imaging orders (ServiceRequest): LOINC catalogue, status machine, worklists",
+        description="Lab and imaging orders (ServiceRequest): LOINC catalogue, status machine, worklists, HL7 outbox",
         routes=("/fhir/ServiceRequest", "/fhir/ServiceRequest/{proxy+}"),
         writes=("orders", "audit", "idempotency"),
-        reads=("patients", "admin", "notes"),
+        reads=("patients", "admin", "notes", "results"),
+        buckets_write=("documents",),
         puts_events=True,
+        consumes=("order_results",),
     ),
     FunctionDef(
         id="results",
-        description="Observations (vital signs) recorded by nurses and physicians",
-        routes=("/fhir/Observation", "/fhir/Observation/{proxy+}"),
+        description="Observations (vital signs, laboratory), DiagnosticReport, critical-result alerts",
+        routes=("/fhir/Observation", "/fhir/Observation/{proxy+}", "/fhir/DiagnosticReport",
+                "/fhir/DiagnosticReport/{proxy+}", "/fhir/Communication", "/fhir/Communication/{proxy+}"),
         writes=("results", "audit", "idempotency"),
-        reads=("patients", "admin", "notes"),
+        reads=("patients", "admin", "notes", "orders"),
+        puts_events=True,
+    ),
+    FunctionDef(
+        id="hl7v2",
+        description="HL7 v2 interface: ORU^R01 results and ADT^A04/A08 registration in, ACK out",
+        routes=("/hl7v2", "/hl7v2/{proxy+}"),
+        writes=("patients", "results", "audit", "idempotency"),
+        reads=("admin", "notes", "orders"),
+        puts_events=True,
+        bundles=("patients", "results"),
     ),
 )
 

@@ -305,7 +305,8 @@ class AdminRepository:
         """The tenant record, its chain Organization, its first admin's directory entry and the audit
         records, in one transaction (409 if the tenant id exists)."""
         ops = [{"Put": {"TableName": self.tables.admin, "Item": tenant_item,
-                        "ConditionExpression": "attribute_not_exists(pk)"}}]
+                        "ConditionExpression": "attribute_not_exists(pk)"}},
+               {"Put": {"TableName": self.tables.admin, "Item": tenants.registry_item(ctx.tenant)}}]
         resource_ops, _ = self._resource_ops(ctx.tenant, chain, now)
         ops += resource_ops
         ops.append(self._user_op(ctx.tenant, admin))

@@ -1,47 +1,104 @@
-"""HTTP routes for Observation (vital signs now; laboratory results later, same routes).
+"""HTTP routes for results: Observation (vital signs, laboratory), DiagnosticReport, critical-result alerts.
 
 Thin: read the verified caller, check the permission table, call the rules, answer. Every read
-writes its audit record before data leaves; every write's audit record is in its transaction.
+writes its audit record before data leaves; every write's audit record is in its transaction;
+events are published after the commit. The same function runs the critical-result escalation
+every minute (an EventBridge ``Scheduled Event``, see :func:`lambda_handler`).
 """
 
 from __future__ import annotations
 
+import time
+from collections.abc import Iterable
 from typing import Any
 
 from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from expediente import records
+from expediente import audit, records
 from expediente.api import (
+    base_url,
     create_app,
+    fhir_response,
     idempotent,
     json_body,
     logger,
     query_params,
     request_context,
 )
-from expediente.clinical import new_id
-from expediente.context import RequestContext
+from expediente.audit import Action, AuditEntry
+from expediente.clinical import ClinicalRepository, new_id
+from expediente.context import RequestContext, service_context
+from expediente.critical_policy import Policy
+from expediente.errors import Invalid
+from expediente.fhir import searchset
 from expediente.permissions import Interaction
-from expediente.routes import ClinicalRoutes
+from expediente.routes import ClinicalRoutes, patients_of
+from expediente.store import Stored
 
-from . import observations
+from . import critical, diagnostic_reports, observations, views
 from .repository import repository
 
 app = create_app()
 
 OBSERVATION = "Observation"
+REPORT = diagnostic_reports.REPORT
+ALERT = critical.COMMUNICATION
+POLICY_TTL_S = 60.0  # a changed policy applies within a minute; reading it once per result would cost a GetItem
 
 
 # ------------------------------------------------------------------ collaborators ---
 
 
 def _load(ctx: RequestContext, ref: records.Ref) -> dict[str, Any] | None:
-    """Another domain's resource (Patient, Encounter) in the caller's tenant, or None."""
+    """Another domain's resource (Patient, Encounter, ServiceRequest) in the caller's tenant, or None."""
     return records.find(ctx.tenant, ref.resource_type, ref.id)
 
 
-routes = ClinicalRoutes(app, repository, searches={OBSERVATION: observations.SEARCH})
+def _load_results(ctx: RequestContext, ids: list[str]) -> dict[str, dict[str, Any]]:
+    return {s.resource["id"]: s.resource for s in repository().get_many(ctx, OBSERVATION, ids)}
+
+
+_policies: dict[str, tuple[float, Policy]] = {}
+
+
+def _policy(ctx: RequestContext) -> Policy:
+    """The tenant's critical-result policy, cached for :data:`POLICY_TTL_S` seconds."""
+    from expediente import critical_policy
+
+    cached = _policies.get(ctx.tenant)
+    if cached is not None and time.monotonic() - cached[0] < POLICY_TTL_S:
+        return cached[1]
+    policy = critical_policy.load(ctx.tenant)
+    _policies[ctx.tenant] = (time.monotonic(), policy)
+    return policy
+
+
+def _publish(published: Iterable[Any]) -> None:
+    from expediente import events
+
+    events.publish(*published)
+
+
+def _included(ctx: RequestContext, repo: ClinicalRepository, found: list[Stored], includes: set[str]
+              ) -> list[Stored]:
+    """``DiagnosticReport:result`` (the report's Observations) and ``Communication:about``, read by key."""
+    extra: list[Stored] = []
+    if "DiagnosticReport:result" in includes:
+        ids = [i for s in found for i in diagnostic_reports.result_ids(s.resource)]
+        extra += repo.get_many(ctx, OBSERVATION, ids)
+    if "Communication:about" in includes:
+        extra += repo.get_many(ctx, OBSERVATION, [critical.observation_of(s.resource) for s in found])
+    return extra
+
+
+routes = ClinicalRoutes(
+    app, repository,
+    searches={OBSERVATION: observations.SEARCH, REPORT: diagnostic_reports.SEARCH, ALERT: critical.SEARCH},
+    includes={REPORT: {"_include": frozenset({"DiagnosticReport:result"})},
+              ALERT: {"_include": frozenset({"Communication:about"})}},
+    include=_included,
+)
 
 
 # ------------------------------------------------------------------ Observation ---
@@ -54,9 +111,11 @@ def create_observation() -> Response[str]:
     body = json_body(app, resource_type=OBSERVATION)
 
     def run() -> Response[str]:
-        saved = observations.create(ctx, body, repo=repository(), load=_load, new_id=new_id)
-        logger.info("observation recorded", extra={"tenant": ctx.tenant, "observation_id": saved.resource["id"]})
-        return routes.created(saved.resource, saved.version)
+        recorded = observations.create(ctx, body, repo=repository(), load=_load, new_id=new_id, policy=_policy)
+        _publish(recorded.events)
+        logger.info("observation recorded", extra={"tenant": ctx.tenant, "critical": recorded.alert is not None,
+                                                   "observation_id": recorded.saved.resource["id"]})
+        return routes.created(recorded.saved.resource, recorded.saved.version)
 
     return idempotent(app, ctx, run, on_replay=routes.replayed(ctx, OBSERVATION))
 
@@ -64,6 +123,32 @@ def create_observation() -> Response[str]:
 @app.get("/fhir/Observation")
 def search_observations() -> Response[str]:
     return routes.search(OBSERVATION, observations.search_params(query_params(app)))
+
+
+@app.get(r"/fhir/Observation/\$lastn")
+def lastn() -> Response[str]:
+    """FHIR ``$lastn``: the latest ``max`` results of each code of a patient (by category or codes)."""
+    ctx = request_context(app)
+    ctx.require(OBSERVATION, Interaction.SEARCH)
+    params = observations.search_params(query_params(app))
+    found = views.lastn(ctx, repository(), params)
+    audit.record(ctx, AuditEntry(OBSERVATION, Action.SEARCH, None, patients_of(found), 200,
+                                 query_params=tuple(sorted(params)), detail={"operation": "$lastn"}))
+    bundle = searchset(base_url=base_url(app), path="/fhir/Observation/$lastn", params=query_params(app),
+                       resources=[s.resource for s in found], next_token=None, total=len(found))
+    return fhir_response(bundle)
+
+
+@app.get(r"/fhir/Observation/\$trend")
+def trend() -> Response[str]:
+    """One test of one patient over time, oldest first, as points ready for a chart (values, units, ranges, flags)."""
+    ctx = request_context(app)
+    ctx.require(OBSERVATION, Interaction.SEARCH)
+    params = observations.search_params(query_params(app))
+    series = views.trend(ctx, repository(), params)
+    audit.record(ctx, AuditEntry(OBSERVATION, Action.SEARCH, None, patients_of(series.found), 200,
+                                 query_params=tuple(sorted(params)), detail={"operation": "$trend"}))
+    return fhir_response(series.parameters)
 
 
 @app.get("/fhir/Observation/<resource_id>")
@@ -86,9 +171,26 @@ def update_observation(resource_id: str) -> Response[str]:
     ctx = request_context(app)
     ctx.require(OBSERVATION, Interaction.UPDATE)
     body = json_body(app, resource_type=OBSERVATION)
-    saved = observations.update(ctx, routes.id(OBSERVATION, resource_id), body, if_match=routes.if_match(),
-                                repo=repository(), load=_load)
-    return routes.saved(saved.resource, saved.version)
+    recorded = observations.update(ctx, routes.id(OBSERVATION, resource_id), body, if_match=routes.if_match(),
+                                   repo=repository(), load=_load, policy=_policy, new_id=new_id)
+    _publish(recorded.events)
+    return routes.saved(recorded.saved.resource, recorded.saved.version)
+
+
+@app.post(r"/fhir/Observation/<resource_id>/\$acknowledge")
+def acknowledge(resource_id: str) -> Response[str]:
+    """A physician acknowledges a critical result with the read-back; answers the completed alert(s)."""
+    ctx = request_context(app)
+    ctx.require(OBSERVATION, Interaction.ACKNOWLEDGE)
+    body = json_body(app, resource_type="Parameters")
+    saved = critical.acknowledge(ctx, routes.id(OBSERVATION, resource_id), body, repo=repository())
+    _publish(critical.acknowledged_event(ctx, s.resource) for s in saved)
+    logger.info("critical result acknowledged", extra={"tenant": ctx.tenant, "observation_id": resource_id,
+                                                       "alerts": [s.resource["id"] for s in saved]})
+    if len(saved) == 1:
+        return routes.saved(saved[0].resource, saved[0].version)
+    return fhir_response({"resourceType": "Bundle", "type": "collection",
+                          "entry": [{"resource": s.resource} for s in saved]})
 
 
 @app.delete("/fhir/Observation/<resource_id>")
@@ -97,6 +199,143 @@ def delete_observation(resource_id: str) -> Response[str]:
                                              "entered-in-error.")
 
 
+# ------------------------------------------------------------------ DiagnosticReport ---
+
+
+@app.post("/fhir/DiagnosticReport")
+def create_report() -> Response[str]:
+    ctx = request_context(app)
+    ctx.require(REPORT, Interaction.CREATE)
+    body = json_body(app, resource_type=REPORT)
+
+    def run() -> Response[str]:
+        recorded = diagnostic_reports.create(ctx, body, repo=repository(), load=_load, load_results=_load_results,
+                                             new_id=new_id)
+        _publish(recorded.events)
+        return routes.created(recorded.saved.resource, recorded.saved.version)
+
+    return idempotent(app, ctx, run, on_replay=routes.replayed(ctx, REPORT))
+
+
+@app.get("/fhir/DiagnosticReport")
+def search_reports() -> Response[str]:
+    return routes.search(REPORT, observations.search_params(query_params(app)))
+
+
+@app.get("/fhir/DiagnosticReport/<resource_id>")
+def read_report(resource_id: str) -> Response[str]:
+    return routes.read(REPORT, resource_id)
+
+
+@app.get("/fhir/DiagnosticReport/<resource_id>/_history")
+def report_history(resource_id: str) -> Response[str]:
+    return routes.history(REPORT, resource_id)
+
+
+@app.get("/fhir/DiagnosticReport/<resource_id>/_history/<version>")
+def vread_report(resource_id: str, version: str) -> Response[str]:
+    return routes.vread(REPORT, resource_id, version)
+
+
+@app.put("/fhir/DiagnosticReport/<resource_id>")
+def update_report(resource_id: str) -> Response[str]:
+    ctx = request_context(app)
+    ctx.require(REPORT, Interaction.UPDATE)
+    body = json_body(app, resource_type=REPORT)
+    recorded = diagnostic_reports.update(ctx, routes.id(REPORT, resource_id), body, if_match=routes.if_match(),
+                                         repo=repository(), load=_load, load_results=_load_results)
+    _publish(recorded.events)
+    return routes.saved(recorded.saved.resource, recorded.saved.version)
+
+
+@app.get(r"/fhir/DiagnosticReport/<resource_id>/\$print")
+def print_report(resource_id: str) -> Response[str]:
+    """The printable report: ``_format=pdf`` (default) or ``html``, with a trend chart per abnormal test."""
+    ctx = request_context(app)
+    ctx.require(REPORT, Interaction.READ)
+    fmt = (query_params(app).get("_format") or "pdf").lower()
+    if fmt not in ("pdf", "html"):
+        raise Invalid("_format must be pdf or html", expression="_format")
+    document = views.printable(ctx, repository(), routes.id(REPORT, resource_id), load=_load, fmt=fmt)
+    audit.record(ctx, AuditEntry(REPORT, Action.READ, resource_id, (document.patient_id,), 200,
+                                 detail={"operation": "$print", "format": fmt}))
+    if fmt == "html":
+        return Response(200, "text/html; charset=utf-8", document.html or "",
+                        headers={"Cache-Control": "no-store"})
+    return Response(200, "application/pdf", document.pdf_base64 or "",
+                    headers={"Cache-Control": "no-store",
+                             "Content-Disposition": f'inline; filename="informe-{resource_id}.pdf"'})
+
+
+@app.delete("/fhir/DiagnosticReport/<resource_id>")
+def delete_report(resource_id: str) -> Response[str]:
+    return routes.refuse_delete(REPORT, "Correct it with PUT (status amended or corrected) or mark it "
+                                        "entered-in-error.")
+
+
+# ------------------------------------------------------------------ critical-result alerts ---
+
+
+@app.get("/fhir/Communication")
+def search_alerts() -> Response[str]:
+    return routes.search(ALERT)
+
+
+@app.get(r"/fhir/Communication/\$time-to-acknowledge")
+def time_to_acknowledge() -> Response[str]:
+    """Per clinic: how many critical results, how many acknowledged, escalated, and how fast."""
+    ctx = request_context(app)
+    ctx.require(ALERT, Interaction.SEARCH)
+    params = query_params(app)
+    summary = views.time_to_acknowledge(ctx, repository(), params)
+    audit.record(ctx, AuditEntry(ALERT, Action.SEARCH, None, (), 200, query_params=tuple(sorted(params)),
+                                 detail={"operation": "$time-to-acknowledge"}))
+    return fhir_response(summary)
+
+
+@app.get("/fhir/Communication/<resource_id>")
+def read_alert(resource_id: str) -> Response[str]:
+    return routes.read(ALERT, resource_id)
+
+
+@app.get("/fhir/Communication/<resource_id>/_history")
+def alert_history(resource_id: str) -> Response[str]:
+    return routes.history(ALERT, resource_id)
+
+
+@app.get("/fhir/Communication/<resource_id>/_history/<version>")
+def vread_alert(resource_id: str, version: str) -> Response[str]:
+    return routes.vread(ALERT, resource_id, version)
+
+
+# ------------------------------------------------------------------ schedule ---
+
+
+def escalate_all(now_clock: Any = None) -> int:
+    """Escalate the overdue critical-result alerts of every tenant; returns how many were escalated.
+
+    One tenant's failure is logged and does not stop the others (the next run retries it).
+    """
+    from expediente import tenants
+    from expediente.errors import DomainError
+
+    count = 0
+    for tenant in tenants.registered_tenants():
+        ctx = service_context(tenant, "critical-escalation")
+        try:
+            published = critical.escalate_due(ctx, repo=repository(), policy=_policy(ctx), clock=now_clock)
+        except DomainError:
+            logger.exception("critical-result escalation failed", extra={"tenant": tenant})
+            continue
+        _publish(published)
+        count += len(published)
+        if published:
+            logger.info("critical results escalated", extra={"tenant": tenant, "count": len(published)})
+    return count
+
+
 @logger.inject_lambda_context(clear_state=True)
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    if event.get("source") == "aws.events" and event.get("detail-type") == "Scheduled Event":
+        return {"escalated": escalate_all()}
     return app.resolve(event, context)

@@ -19,16 +19,23 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from expediente import records
-from expediente.clinical import ClinicalRepository, Saved, SearchSpec, now_instant, stamp
+from expediente.audit import Action, AuditEntry
+from expediente.clinical import ClinicalRepository, Saved, SearchSpec, Write, now_instant, stamp
 from expediente.context import RequestContext
-from expediente.errors import Invalid, Unprocessable
+from expediente.critical_policy import Policy
+from expediente.errors import Forbidden, Invalid, Unprocessable
 from expediente.fhir import validate
 from expediente.index import Entry
+from expediente.permissions import Role
 
-from . import vital_signs
+if TYPE_CHECKING:
+    from expediente import events
+
+from . import critical, laboratory, vital_signs
+from .repository import code_marker
 
 CATEGORY_SYSTEM = "http://terminology.hl7.org/CodeSystem/observation-category"
 
@@ -41,11 +48,15 @@ class Category:
     display: str
     codes: frozenset[str]  # the LOINC codes it records (to infer the category when the client omits it)
     normalize: Callable[[dict[str, Any]], dict[str, Any]]  # checks code and value; 400 naming the element
+    recorders: frozenset[Role]  # who records (and corrects) this category
 
 
 CATEGORIES: dict[str, Category] = {
     vital_signs.CATEGORY: Category(vital_signs.CATEGORY, vital_signs.CATEGORY_DISPLAY, vital_signs.CODES,
-                                   vital_signs.normalize),
+                                   vital_signs.normalize, frozenset({Role.PHYSICIAN, Role.NURSE})),
+    # The laboratory reports; physicians and nurses record point-of-care tests (glucometer, ...).
+    laboratory.CATEGORY: Category(laboratory.CATEGORY, laboratory.CATEGORY_DISPLAY, laboratory.codes(),
+                                  laboratory.normalize, frozenset({Role.LAB, Role.PHYSICIAN, Role.NURSE})),
 }
 DEFAULT_CATEGORY = vital_signs.CATEGORY
 
@@ -67,10 +78,10 @@ CLOCK_SKEW = timedelta(minutes=5)  # a device clock slightly ahead is not a meas
 
 SEARCH = SearchSpec(
     resource_type="Observation",
-    facets={"patient": "patient", "subject": "patient", "encounter": "encounter"},
+    facets={"patient": "patient", "subject": "patient", "encounter": "encounter", "based-on": "order"},
     filters={"category": "category", "code": "code", "status": "status"},
     date="date",
-    references={"patient": "Patient", "subject": "Patient", "encounter": "Encounter"},
+    references={"patient": "Patient", "subject": "Patient", "encounter": "Encounter", "based-on": "ServiceRequest"},
 )
 # token search parameters whose values may carry this system (``system|code``): the index holds codes.
 TOKEN_SYSTEMS = {"code": vital_signs.LOINC, "category": CATEGORY_SYSTEM}
@@ -107,13 +118,21 @@ def sort_instant(value: str) -> str:
     return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+def order_ids(resource: dict[str, Any]) -> tuple[str, ...]:
+    """The ServiceRequests a result answers (``basedOn``)."""
+    return tuple(str(ref["reference"]).split("/")[1] for ref in resource.get("basedOn") or []
+                 if str(ref.get("reference", "")).startswith("ServiceRequest/"))
+
+
 def index_entry(resource: dict[str, Any]) -> Entry:
+    """Listed by patient, encounter, order and patient+code (the trend of one test), newest measurement first."""
     encounter = str((resource.get("encounter") or {}).get("reference", ""))
     encounter_id = encounter.split("/")[1] if encounter.startswith("Encounter/") else ""
     patient = records.subject_of(resource) or ""
     return Entry(
         sort=sort_instant(resource["effectiveDateTime"]),
-        facets={"patient": (patient,), "encounter": (encounter_id,)},
+        facets={"patient": (patient,), "encounter": (encounter_id,), "order": order_ids(resource),
+                "patient-code": (f"{patient}|{code_of(resource)}",)},
         attrs={"category": category_of(resource), "code": code_of(resource), "status": resource["status"],
                "patient": patient, "encounter": encounter_id},
     )
@@ -191,8 +210,41 @@ def _normalize(body: dict[str, Any], *, effective: str, now: str) -> tuple[dict[
     return resource, category
 
 
-def _check_links(ctx: RequestContext, resource: dict[str, Any], load: Load) -> str:
-    """The patient exists in the tenant (not merged away); the encounter is an open one of that patient."""
+def _may_record(ctx: RequestContext, category: Category) -> None:
+    if not ctx.roles & category.recorders:
+        raise Forbidden(f"Role {ctx.role_names} may not record {category.display.lower()} observations")
+
+
+@dataclass(frozen=True)
+class Links:
+    """What a result is attached to: its patient, encounter and the orders it answers."""
+
+    patient_id: str
+    encounter: dict[str, Any] | None
+    orders: tuple[dict[str, Any], ...]
+
+    def clinic(self, fallback: str | None) -> str:
+        """The clinic responsible for the result: the order's, else the encounter's, else the caller's."""
+        for order in self.orders:
+            clues = next((e.get("valueString") for e in order.get("extension") or []
+                          if e.get("url") == laboratory.ORDER_CLINIC), None)
+            if clues:
+                return str(clues)
+        if self.encounter is not None:
+            return str(((self.encounter.get("serviceProvider") or {}).get("identifier") or {}).get("value", ""))
+        return fallback or ""
+
+    def ordering_physician(self) -> str | None:
+        for order in self.orders:
+            requester = str((order.get("requester") or {}).get("reference", ""))
+            if requester.startswith("Practitioner/"):
+                return requester.split("/")[1]
+        return None
+
+
+def _check_links(ctx: RequestContext, resource: dict[str, Any], load: Load) -> Links:
+    """The patient exists in the tenant (not merged away); the encounter is an open one of that patient;
+    each order in ``basedOn`` is a laboratory order of that patient that was not cancelled."""
     patient_id = records.subject_of(resource) or ""
     patient = load(ctx, records.Ref("Patient", patient_id))
     if patient is None:
@@ -203,6 +255,7 @@ def _check_links(ctx: RequestContext, resource: dict[str, Any], load: Load) -> s
         target = (merged[0].get("other") or {}).get("reference", "another record")
         raise Unprocessable(f"Observation.subject: Patient/{patient_id} was merged into {target}; record there",
                             expression="Observation.subject")
+    encounter = None
     if resource.get("encounter"):
         ref = records.parse(resource["encounter"]["reference"], where="Observation.encounter", types=("Encounter",))
         encounter = load(ctx, ref)
@@ -212,48 +265,142 @@ def _check_links(ctx: RequestContext, resource: dict[str, Any], load: Load) -> s
         if encounter.get("status") in CLOSED_ENCOUNTERS:
             raise Unprocessable(f"Observation.encounter: {ref} is {encounter['status']}",
                                 expression="Observation.encounter")
-    return patient_id
+    orders = []
+    for i, based_on in enumerate(resource.get("basedOn") or []):
+        where = f"Observation.basedOn[{i}]"
+        ref = records.parse(based_on.get("reference"), where=where, types=("ServiceRequest",))
+        order = load(ctx, ref)
+        if order is None or records.subject_of(order) != patient_id:
+            raise Unprocessable(f"{where}: {ref} is not an order of this patient", expression=where)
+        if not laboratory.is_lab_order(order):
+            raise Unprocessable(f"{where}: {ref} is not a laboratory order", expression=where)
+        if laboratory.order_status(order) == "cancelled":
+            raise Unprocessable(f"{where}: {ref} was cancelled; a result cannot answer it", expression=where)
+        orders.append(order)
+    return Links(patient_id, encounter, tuple(orders))
+
+
+@dataclass(frozen=True)
+class Recorded:
+    """A stored result and the events to publish once it is committed."""
+
+    saved: Saved
+    events: tuple[events.DomainEvent, ...] = ()
+    alert: dict[str, Any] | None = None
+
+
+# The tenant's critical-result policy (cached by the caller).
+PolicyOf = Callable[[RequestContext], Policy]
+
+
+def _interpret(resource: dict[str, Any], policy: Policy) -> str | None:
+    """Set the interpretation of a laboratory result; return the critical verdict, if any."""
+    verdict = critical.judge(resource, policy)
+    if verdict is not None:
+        resource["interpretation"] = laboratory.interpretation(verdict)
+        return verdict
+    if laboratory.interpretation_code(resource) is None:
+        flag = laboratory.range_flag(resource)
+        if flag is not None:
+            resource["interpretation"] = laboratory.interpretation(flag)
+    return None
+
+
+def _store(ctx: RequestContext, resource: dict[str, Any], links: Links, *, repo: ClinicalRepository,
+           policy: PolicyOf, new_id: Callable[[], str], now: str, previous: Saved | None,
+           detail: Mapping[str, str] | None) -> Recorded:
+    """One version of a result, its alert when it is critical (same transaction), and what to publish."""
+
+    lab = category_of(resource) == laboratory.CATEGORY
+    verdict = _interpret(resource, policy(ctx)) if lab and resource["status"] != "entered-in-error" else None
+    validate("Observation", resource)
+    version = int(resource["meta"]["versionId"])
+    writes = [Write("Observation", resource, version, index_entry(resource),
+                    previous=index_entry(previous.resource) if previous is not None else None)]
+    published: list[events.DomainEvent] = []
+    alert = None
+    if verdict is not None and not _has_open_alert(ctx, repo, resource["id"]):
+        opened = critical.open_alert(ctx, resource, verdict, policy=policy(ctx), clinic=links.clinic(ctx.clinic),
+                                     ordering=links.ordering_physician(), alert_id=new_id(), now=now)
+        writes.append(opened.write)
+        published.append(opened.event)
+        alert = opened.write.resource
+    patient = links.patient_id
+    extra = [code_marker(repo.table, ctx.tenant, patient, category_of(resource), code_of(resource))] \
+        if previous is None else []
+    entry_detail = dict(detail or {})
+    if alert is not None:
+        entry_detail["critical"] = f"Communication/{alert['id']}"
+    repo.save(ctx, writes, now=now, extra=extra,
+              entry=AuditEntry("Observation", Action.CREATE if previous is None else Action.UPDATE, resource["id"],
+                               (patient,), 201 if previous is None else 200, detail=entry_detail))
+    if lab and order_ids(resource):
+        from expediente import events
+
+        published.insert(0, events.ResultRecorded(
+            tenant_id=ctx.tenant, request_id=ctx.request_id, resource_type="Observation",
+            resource_id=resource["id"], version=version, patient_id=patient, status=resource["status"],
+            order_ids=list(order_ids(resource))))
+    return Recorded(Saved(resource, version), tuple(published), alert)
+
+
+def _has_open_alert(ctx: RequestContext, repo: ClinicalRepository, observation_id: str) -> bool:
+    found, _ = repo.search(ctx, critical.COMMUNICATION, "observation", observation_id, limit=20, token=None,
+                           fingerprint=observation_id, keep=lambda attrs: attrs.get("status") == "in-progress")
+    return bool(found)
 
 
 def create(ctx: RequestContext, body: dict[str, Any], *, repo: ClinicalRepository, load: Load,
-           new_id: Callable[[], str], clock: Callable[[], datetime] | None = None) -> Saved:
+           new_id: Callable[[], str], policy: PolicyOf, clock: Callable[[], datetime] | None = None) -> Recorded:
     """Record an Observation (status ``final`` unless ``preliminary`` is given) for a patient of the tenant.
 
-    Raises 400 for a body the category's rules reject, 422 when the patient does not exist or
-    the encounter is not one of the patient's.
+    A laboratory result gets its interpretation (from the tenant's critical limits, the lab's
+    flag or the reference range) and, when critical, an alert stored with it. Raises 400 for a
+    body the category's rules reject, 422 when the patient does not exist or the encounter or
+    an order in ``basedOn`` is not the patient's.
     """
     now = now_instant(clock)
-    resource, _ = _normalize({"status": "final", **body}, effective=now, now=now)
+    resource, category = _normalize({"status": "final", **body}, effective=now, now=now)
+    _may_record(ctx, category)
     if resource["status"] not in INITIAL:
         raise Unprocessable(f"A new Observation is preliminary or final, not {resource['status']}",
                             expression="Observation.status")
+    if resource.get("basedOn") and category.code != laboratory.CATEGORY:
+        raise Invalid("Observation.basedOn names the laboratory order a result answers; a vital sign has none",
+                      expression="Observation.basedOn")
     if ctx.practitioner_id:
         resource["performer"] = [{"reference": f"Practitioner/{ctx.practitioner_id}"}]
-    _check_links(ctx, resource, load)
+    links = _check_links(ctx, resource, load)
     resource = stamp(resource, new_id(), 1, now)
-    validate("Observation", resource)
-    return repo.put(ctx, resource, index=index_entry, now=now)
+    return _store(ctx, resource, links, repo=repo, policy=policy, new_id=new_id, now=now, previous=None,
+                  detail=None)
 
 
 def update(ctx: RequestContext, observation_id: str, body: dict[str, Any], *, if_match: int,
-           repo: ClinicalRepository, load: Load, clock: Callable[[], datetime] | None = None) -> Saved:
+           repo: ClinicalRepository, load: Load, policy: PolicyOf, new_id: Callable[[], str],
+           clock: Callable[[], datetime] | None = None) -> Recorded:
     """A new version; the previous ones stay readable (vread, ``_history``).
 
-    The patient and the code never change (422: enter it in error and record a new one); a
-    final Observation changes only as ``amended``, ``corrected`` or ``entered-in-error`` (422
-    naming the allowed statuses); 412 when ``if_match`` is not the current version. The
-    performer stays the one who measured; who corrected is in the audit trail.
+    The patient, the code and the orders never change (422: enter it in error and record a new
+    one); a final Observation changes only as ``amended``, ``corrected`` or ``entered-in-error``
+    (422 naming the allowed statuses); 412 when ``if_match`` is not the current version. The
+    performer stays the one who measured; who corrected is in the audit trail. A correction
+    that is critical opens an alert unless one is still open for this result.
     """
     current = repo.for_update(ctx, "Observation", observation_id, body, if_match=if_match)
     before = current.resource
     now = now_instant(clock)
     resource, category = _normalize(body, effective=before["effectiveDateTime"], now=now)
+    _may_record(ctx, category)
     if records.subject_of(resource) != records.subject_of(before):
         raise Unprocessable("Observation.subject cannot change; mark this one entered-in-error and record it for "
                             "the right patient", expression="Observation.subject")
     if code_of(resource) != code_of(before) or category.code != category_of(before):
         raise Unprocessable(f"Observation.code cannot change (it is {code_of(before)}); mark this one "
                             "entered-in-error and record a new one", expression="Observation.code")
+    if set(order_ids(resource)) != set(order_ids(before)):
+        raise Unprocessable("Observation.basedOn cannot change: a result answers the orders it was reported for",
+                            expression="Observation.basedOn")
     old, new = before["status"], resource["status"]
     if new not in TRANSITIONS[old]:
         options = ", ".join(sorted(TRANSITIONS[old])) or "none (it was entered in error)"
@@ -261,9 +408,8 @@ def update(ctx: RequestContext, observation_id: str, body: dict[str, Any], *, if
                             expression="Observation.status")
     if before.get("performer"):
         resource["performer"] = before["performer"]
-    _check_links(ctx, resource, load)
-    version = current.version + 1
-    resource = stamp(resource, observation_id, version, now)
-    validate("Observation", resource)
-    return repo.put(ctx, resource, index=index_entry, now=now, previous=current,
-                    detail={"status": f"{old}->{new}"} if old != new else None)
+    links = _check_links(ctx, resource, load)
+    resource = stamp(resource, observation_id, current.version + 1, now)
+    return _store(ctx, resource, links, repo=repo, policy=policy, new_id=new_id, now=now,
+                  previous=Saved(current.resource, current.version),
+                  detail={"status": f"{old}->{new}"} if old != new else None)

@@ -4,6 +4,11 @@ Everything that is the same for all functions lives here (runtime, architecture,
 logging, SnapStart, alias, alarm, role); what differs comes from the function's
 :class:`~infra.definitions.FunctionDef`. Permissions are granted only through ``grant_*`` on the
 resources the definition names, so a function can touch nothing it did not declare.
+
+Queues the function consumes (``FunctionDef.consumes``) are delivered to its ``live`` alias by SQS
+event source mappings that report partial batch failures: the records a handler lists in
+``batchItemFailures`` return to the queue, whose redrive policy parks them in its dead-letter
+queue after ``MAX_RECEIVE_COUNT`` receives.
 """
 
 from __future__ import annotations
@@ -15,10 +20,11 @@ from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_cloudwatch_actions as cw_actions
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
+from aws_cdk import aws_lambda_event_sources as event_sources
 from aws_cdk import aws_logs as logs
 from constructs import Construct
 
-from infra import definitions
+from infra import definitions, delivery
 from infra.nag import INLINE_POLICY_REASON, acknowledge, rendered
 from infra.stacks.stateful import SharedResources
 
@@ -56,7 +62,7 @@ SIGNING_KEY_SIGN_ACTIONS = ("kms:Sign",)
 
 def handler_for(function_id: str) -> str:
     """The handler string for a function asset built by ``infra.build``."""
-    return f"{function_id}.handler.lambda_handler"
+    return f"functions.{function_id}.handler.lambda_handler"
 
 
 class ExpedienteFunction(Construct):
@@ -121,6 +127,7 @@ class ExpedienteFunction(Construct):
             self, "Alias", alias_name=ALIAS_NAME, version=self.function.current_version,
         )
         self._grant(definition, shared)
+        self._consume(definition, shared)
         self.errors_alarm = self._errors_alarm(shared)
         self._acknowledge()
 
@@ -171,6 +178,20 @@ class ExpedienteFunction(Construct):
         if definition.signing_keys:
             self._grant_signing_keys(definition.signing_keys)
 
+    def _consume(self, definition: definitions.FunctionDef, shared: SharedResources) -> None:
+        """One SQS event source per consumed queue, on the alias (the SnapStart version).
+
+        ``SqsEventSource`` grants the role what the poller needs on that queue only (receive,
+        delete, change visibility, attributes) and ``kms:Decrypt`` on the queue's key.
+        """
+        for queue_id in definition.consumes:
+            self.alias.add_event_source(event_sources.SqsEventSource(
+                shared.queues[queue_id],
+                batch_size=delivery.CONSUMER_BATCH_SIZE,
+                max_batching_window=cdk.Duration.seconds(delivery.CONSUMER_BATCHING_WINDOW_S),
+                report_batch_item_failures=True,
+            ))
+
     def _grant_signing_keys(self, use: str) -> None:
         """``create``: make practitioner keys (only ECC_NIST_P256 signing keys tagged for the purpose)
         and read their public key; ``sign``: sign with keys carrying that tag and nothing else."""
@@ -212,6 +233,26 @@ class ExpedienteFunction(Construct):
         alarm.add_alarm_action(cw_actions.SnsAction(shared.alarm_topic))
         return alarm
 
+    def _dlq_reason(self) -> str:
+        """Why this function needs no dead-letter queue of its own, for each way it is invoked."""
+        reasons = ["API Gateway invokes it synchronously: a failure is returned to the caller as an "
+                   "OperationOutcome, so there is no asynchronous event to park"]
+        if self.definition.consumes:
+            reasons.append(
+                f"its SQS event sources ({', '.join(self.definition.consumes)}) are polled synchronously: "
+                "failed records go back to their queue, whose redrive policy parks them in that queue's "
+                "dead-letter queue (alarmed)"
+            )
+        schedules = [s for s in definitions.SCHEDULES if s.function == self.definition.id]
+        if schedules:
+            reasons.append(
+                "its EventBridge schedules ("
+                + ", ".join(f"{s.id} every {s.minutes} min" for s in schedules)
+                + ") carry no data: a failed run is redone by the next one, which works from the "
+                "tables, and failures raise the errors alarm"
+            )
+        return "; ".join(reasons) + "."
+
     def _acknowledge(self) -> None:
         """Acknowledge the findings every function has, each with why it is accepted."""
         fn = self.function
@@ -221,9 +262,7 @@ class ExpedienteFunction(Construct):
         acknowledge(fn, "HIPAA.Security-LambdaConcurrency",
                     "Concurrency is bounded by API Gateway stage throttling and the WAF rate rule; "
                     "reserved concurrency would carve capacity out of the account pool per function.")
-        acknowledge(fn, "HIPAA.Security-LambdaDLQ",
-                    "Invoked synchronously by API Gateway: a failure is returned to the caller as an "
-                    "OperationOutcome, so there is no asynchronous event to park in a DLQ.")
+        acknowledge(fn, "HIPAA.Security-LambdaDLQ", self._dlq_reason())
         acknowledge(fn, "HIPAA.Security-LambdaInsideVPC",
                     "The function reaches only AWS APIs (DynamoDB, KMS, S3, EventBridge, Cognito) over "
                     "TLS with IAM; there is no private network resource to reach, and a VPC would add "

@@ -45,7 +45,10 @@ def test_layer_carries_the_shared_expediente_package(build_paths: BuildPaths) ->
 def test_function_asset_holds_its_package_without_tests_or_caches(build_paths: BuildPaths,
                                                                  function_id: str) -> None:
     asset = build_paths.functions[function_id]
-    assert [p.name for p in asset.iterdir()] == [function_id]
+    assert [p.name for p in asset.iterdir()] == ["functions"]
+    packages = {p.name for p in (asset / "functions").iterdir() if p.is_dir()}
+    assert packages == {function_id, *definitions.function(function_id).bundles}
+    assert (asset / "functions" / function_id / "handler.py").is_file()
     assert not list(asset.rglob("tests"))
     assert not [p for p in asset.rglob("*.pyc") if ".cpython-312" not in p.name], "host bytecode"
 

@@ -89,6 +89,7 @@ def create_tenant_record(tenant: str, key_arn: str) -> None:
     item = tenants.new_tenant_item(tenant=tenant, name=f"Chain {tenant}", organization_id=f"org-{tenant}",
                                    kms=aws.client("kms"), key_id=key_arn)
     aws.client("dynamodb").put_item(TableName=settings().table_admin, Item=item)
+    aws.client("dynamodb").put_item(TableName=settings().table_admin, Item=tenants.registry_item(tenant))
 
 
 @dataclass

@@ -122,3 +122,19 @@ def context_from_event(event: Mapping[str, Any]) -> RequestContext:
 def valid_resource_id(value: str) -> bool:
     """FHIR ``id`` syntax: 1–64 of ``[A-Za-z0-9-.]``."""
     return bool(_RESOURCE_ID.match(value))
+
+
+def service_context(tenant: str, service: str, *, request_id: str | None = None) -> RequestContext:
+    """The identity of the system acting on ``tenant`` without a user (a schedule, a queue consumer).
+
+    It holds no role, so the permission table grants it nothing: only code paths that never call
+    :meth:`RequestContext.require` (escalations, order updates from results) run with it. Its
+    audit records name the service (``user_id = service:<name>``).
+    """
+    import uuid
+
+    return RequestContext(
+        tenant=TenantId(tenant), user_id=f"service:{service}", username=f"service:{service}", roles=frozenset(),
+        clinic_ids=(), clinic=None, practitioner_id=None, patient_id=None,
+        request_id=request_id or str(uuid.uuid4()), source_ip="", user_agent=f"expediente/{service}",
+    )

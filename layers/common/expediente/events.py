@@ -71,11 +71,66 @@ class OrderStatusChanged(DomainEvent):
     previous_status: str | None = None
 
 
+class ResultRecorded(DomainEvent):
+    """A laboratory Observation or a DiagnosticReport was stored for the orders it names.
+
+    The orders function advances those orders (``in-process`` on the first result, ``completed``
+    when the ordered test has its final result).
+    """
+
+    resource_type: str
+    resource_id: str
+    version: int
+    patient_id: str
+    status: str
+    order_ids: list[str]
+
+
 class CriticalResultDetected(DomainEvent):
+    """A result beyond a critical limit: ``practitioner_id`` is the first clinician to call.
+
+    Ids and the LOINC code only: the value stays in the record (read it with the API).
+    """
+
+    alert_id: str
     observation_id: str
     patient_id: str
+    clinic: str
     code: str
     interpretation: str
+    practitioner_id: str | None
+    acknowledge_by: str
+
+
+class CriticalResultEscalated(DomainEvent):
+    """Nobody acknowledged the alert in time: ``practitioner_id`` is the next clinician to call."""
+
+    alert_id: str
+    observation_id: str
+    patient_id: str
+    clinic: str
+    level: int
+    practitioner_id: str | None
+    acknowledge_by: str
+
+
+class CriticalResultAcknowledged(DomainEvent):
+    alert_id: str
+    observation_id: str
+    patient_id: str
+    practitioner_id: str
+    seconds_to_acknowledge: int
+    level: int
+
+
+class OrderMessageQueued(DomainEvent):
+    """An outbound HL7 v2 order message is in the S3 outbox for the laboratory's interface engine."""
+
+    order_id: str
+    message_type: str
+    control_id: str
+    bucket: str
+    object_key: str
 
 
 class DicomInstanceIngested(DomainEvent):
@@ -94,8 +149,13 @@ EVENT_TYPES: tuple[type[DomainEvent], ...] = (
     PatientRegistered,
     PatientUpdated,
     PatientMerged,
+    NoteSigned,
     OrderStatusChanged,
+    OrderMessageQueued,
+    ResultRecorded,
     CriticalResultDetected,
+    CriticalResultEscalated,
+    CriticalResultAcknowledged,
     DicomInstanceIngested,
     DicomInstanceQuarantined,
 )

@@ -103,6 +103,28 @@ class ResourceIndex:
         the other search parameters (a page may then hold fewer than ``limit`` ids and still
         have a next page). ``token`` continues a previous page of the same search only.
         """
+        items, next_token = self.items(tenant, facet, value, limit=limit, token=token, fingerprint=fingerprint,
+                                       low=low, high=high, newest_first=newest_first)
+        ids = [str(item["rid"]) for item in items if keep is None or keep(item)]
+        return Page(list(dict.fromkeys(ids)), next_token)
+
+    def items(
+        self,
+        tenant: TenantId,
+        facet: str,
+        value: str,
+        *,
+        limit: int,
+        token: str | None,
+        fingerprint: str,
+        low: str | None = None,
+        high: str | None = None,
+        newest_first: bool = True,
+    ) -> tuple[list[dict[str, Any]], str | None]:
+        """One page of index items (their attributes, ``rid`` and ``at``) and the next page's token.
+
+        For summaries that need only what the items carry (counts, statuses), not the resources.
+        """
         partition = self.partition(tenant, facet, value)
         start = decode_page_token(token, partition=partition, fingerprint=fingerprint)
         # Sort keys start with an ISO date, so "0" is below all of them (DynamoDB rejects an empty key value).
@@ -118,6 +140,5 @@ class ResourceIndex:
             args["ExclusiveStartKey"] = start
         response = query(**args)
         items = [aws.from_item(item) for item in response.get("Items", [])]
-        ids = [str(item["rid"]) for item in items if keep is None or keep(item)]
         last = response.get("LastEvaluatedKey")
-        return Page(list(dict.fromkeys(ids)), encode_page_token(last, fingerprint) if last else None)
+        return items, (encode_page_token(last, fingerprint) if last else None)

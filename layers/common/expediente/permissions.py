@@ -39,6 +39,7 @@ class Interaction(StrEnum):
     STATUS = "$status"
     PUBLIC_KEY = "$public-key"
     REGISTER_CERTIFICATE = "$register-certificate"
+    ACKNOWLEDGE = "$acknowledge"
 
 
 _I = Interaction
@@ -96,14 +97,38 @@ PERMISSIONS: Final[dict[str, dict[Role, frozenset[Interaction]]]] = {
         **{role: _LOOKUP for role in (*_CLINICAL, Role.AUDITOR)},
         Role.PATIENT: _LOOKUP,
     },
-    # Vital signs now; laboratory results extend this with the orders and results issue.
+    # Vital signs and laboratory results. Which role records which category (nurses and physicians
+    # vital signs; the laboratory, and physicians and nurses at the point of care, laboratory results)
+    # is refined in functions/results/observations.py. Acknowledging a critical result (closed loop)
+    # is a physician's act.
     "Observation": {
-        Role.PHYSICIAN: _MAINTAIN,
+        Role.PHYSICIAN: _MAINTAIN | {_I.ACKNOWLEDGE},
         Role.NURSE: _MAINTAIN,
         Role.PHARMACIST: _READ_ONLY,
-        Role.LAB: _READ_ONLY,
+        Role.LAB: _MAINTAIN,
         Role.RADIOLOGY: _READ_ONLY,
         Role.PATIENT: _OWN_RECORD,
+    },
+    "DiagnosticReport": {
+        Role.LAB: _MAINTAIN,
+        Role.PHYSICIAN: _READ_ONLY,
+        Role.NURSE: _READ_ONLY,
+        Role.PHARMACIST: _READ_ONLY,
+        Role.RADIOLOGY: _READ_ONLY,
+        Role.PATIENT: _OWN_RECORD,
+    },
+    # Critical-result alerts (closed-loop communication); written only by the results rules.
+    "Communication": {
+        Role.PHYSICIAN: _READ_ONLY,
+        Role.NURSE: _READ_ONLY,
+        Role.LAB: _READ_ONLY,
+        Role.AUDITOR: _READ_ONLY,
+        Role.ADMIN: frozenset({_I.SEARCH}),
+    },
+    # The tenant's critical limits, acknowledgement deadline and on-call physicians.
+    "CriticalResultsPolicy": {
+        Role.ADMIN: frozenset({_I.READ, _I.UPDATE}),
+        **{role: frozenset({_I.READ}) for role in (Role.PHYSICIAN, Role.NURSE, Role.LAB)},
     },
     # Lab and imaging orders. Which role may make which status change (the performing department
     # starts and completes, the physician cancels) is refined in functions/orders/logic.py.

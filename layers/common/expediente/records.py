@@ -27,12 +27,14 @@ _OWNERS: dict[str, str] = {
     "Condition": "table_notes",
     "Provenance": "table_notes",
     "Observation": "table_results",
+    "DiagnosticReport": "table_results",
+    "Communication": "table_results",
     "ServiceRequest": "table_orders",
     "Practitioner": "table_admin",
     "Organization": "table_admin",
 }
 # Owned by domains that are not part of this deployment yet (orders, prescriptions, results reports).
-PENDING_TYPES = frozenset({"MedicationRequest", "DiagnosticReport"})
+PENDING_TYPES = frozenset({"MedicationRequest"})
 
 _REFERENCE = re.compile(r"^(?P<type>[A-Z][A-Za-z]+)/(?P<id>[A-Za-z0-9\-.]{1,64})(/_history/(?P<version>\d{1,9}))?$")
 

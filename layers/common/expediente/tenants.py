@@ -39,6 +39,35 @@ def new_tenant_item(*, tenant: str, name: str, organization_id: str, kms: Any, k
     }
 
 
+# Every tenant is also listed under one registry partition, for the operator-level jobs that run
+# per tenant (the critical-result escalation schedule). Tenant ids are lower case: no tenant's own
+# ``TENANT#<tenant>`` key can be this one.
+REGISTRY = "TENANT#REGISTRY"
+
+
+def registry_item(tenant: str) -> dict[str, Any]:
+    """The typed registry item of a tenant (written with the tenant record)."""
+    return aws.to_item({"pk": REGISTRY, "sk": tenant, "tenant": tenant})
+
+
+def registered_tenants() -> list[str]:
+    """Every registered tenant id (one Query on the registry partition, paged)."""
+    from expediente.store import query
+
+    found: list[str] = []
+    start: dict[str, Any] | None = None
+    while True:
+        args: dict[str, Any] = {"TableName": settings().table_admin, "KeyConditionExpression": "pk = :pk",
+                                "ExpressionAttributeValues": aws.to_item({":pk": REGISTRY})}
+        if start:
+            args["ExclusiveStartKey"] = start
+        response = query(**args)
+        found += [str(aws.from_item(item)["sk"]) for item in response.get("Items", [])]
+        start = response.get("LastEvaluatedKey")
+        if not start:
+            return found
+
+
 def get_tenant(tenant: str) -> dict[str, Any] | None:
     return get_item(settings().table_admin, {"pk": f"TENANT#{tenant}", "sk": "TENANT"})
 

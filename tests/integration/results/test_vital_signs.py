@@ -111,8 +111,8 @@ def test_the_performer_is_the_recording_user_not_what_the_body_claims(nurse, pat
          "Observation.valueQuantity.system"),
         (lambda p: {k: v for k, v in vital("8867-4", 70, "/min", p).items() if k != "valueQuantity"},
          "Observation.valueQuantity"),
-        # 2345-7 is a real LOINC code (serum glucose), but not a vital sign
-        (lambda p: vital("2345-7", 90, "mg/dL", p), "Observation.code.coding[0].code"),
+        # 11506-3 is a real LOINC code (progress note): neither a vital sign nor a laboratory test
+        (lambda p: vital("11506-3", 90, "mg/dL", p), "Observation.code.coding[0].code"),
         (lambda p: {**vital("8867-4", 70, "/min", p), "code": {"text": "pulse"}}, "Observation.code"),
         (lambda p: vital("8480-6", 120, "mm[Hg]", p), "Observation.code.coding[0].code"),
         (lambda p: {**blood_pressure(p), "component": blood_pressure(p)["component"][:1]}, "Observation.component"),
@@ -124,14 +124,18 @@ def test_the_performer_is_the_recording_user_not_what_the_body_claims(nurse, pat
         (lambda p: vital("8867-4", 70, "/min", p, effectiveDateTime=(datetime.now(UTC) + timedelta(hours=2))
                          .isoformat(timespec="seconds")), "Observation.effectiveDateTime"),
         (lambda p: vital("8867-4", 70, "/min", p, category=[{"coding": [{"system": CATEGORY_SYSTEM,
-                                                                        "code": "laboratory"}]}]),
+                                                                        "code": "imaging"}]}]),
          "Observation.category[0]"),
+        # heart rate filed as a laboratory result: the laboratory catalogue does not hold it
+        (lambda p: vital("8867-4", 70, "/min", p, category=[{"coding": [{"system": CATEGORY_SYSTEM,
+                                                                        "code": "laboratory"}]}]),
+         "Observation.code.coding[0].code"),
         (lambda p: vital("8867-4", 70, "/min", p, status="registered"), "Observation.status"),
     ],
     ids=["fahrenheit", "grams", "temperature-out-of-range", "heart-rate-zero", "spo2-over-100", "no-unit-code",
          "other-unit-system", "no-value", "unknown-loinc", "no-loinc", "systolic-alone", "panel-without-diastolic",
          "diastolic-equal-systolic", "diastolic-above-systolic", "panel-with-value", "systolic-out-of-range",
-         "date-without-time", "in-the-future", "unsupported-category", "unknown-status"],
+         "date-without-time", "in-the-future", "unsupported-category", "vital-sign-as-laboratory", "unknown-status"],
 )
 def test_an_implausible_or_miscoded_vital_sign_is_rejected_naming_the_element(nurse, patient, body, expression):
     reply = nurse.create(body(patient))
