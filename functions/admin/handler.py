@@ -391,6 +391,28 @@ def update_user(username: str) -> Response[str]:
     return _json(user, headers={"ETag": f'W/"{user["version"]}"'})
 
 
+# ------------------------------------------------------------------ critical-result policy ---
+
+
+@app.get("/admin/critical-results")
+@audited(logic.POLICY, Action.READ)
+def read_critical_policy() -> Response[str]:
+    policy = logic.read_critical_policy(request_context(app), repo=repository())
+    return _json(policy, headers={"ETag": f'W/"{policy["version"]}"'})
+
+
+@app.put("/admin/critical-results")
+@audited(logic.POLICY, Action.UPDATE)
+def update_critical_policy() -> Response[str]:
+    ctx = request_context(app)
+    body = json_body(app)
+    raw = header(app, "if-match")
+    policy = logic.update_critical_policy(ctx, body, if_match=parse_if_match(raw) if raw else None,
+                                          repo=repository())
+    logger.info("critical-result policy changed", extra={"tenant": ctx.tenant, "version": policy["version"]})
+    return _json(policy, headers={"ETag": f'W/"{policy["version"]}"'})
+
+
 @logger.inject_lambda_context(clear_state=True)
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     return app.resolve(event, context)

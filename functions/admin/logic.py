@@ -25,6 +25,7 @@ from expediente.errors import (
     Invalid,
     NotFound,
     PreconditionFailed,
+    PreconditionRequired,
     Unauthenticated,
     Unprocessable,
 )
@@ -82,6 +83,9 @@ class Repository(Protocol):
                       admin: UserRecord, now: str, entries: Sequence[AuditEntry]) -> None: ...
     def audit_events(self, tenant: TenantId, q: rules.AuditQuery, *, limit: int, page: str | None,
                      fingerprint: str) -> Page: ...
+    def get_setting(self, key: dict[str, str]) -> dict[str, Any] | None: ...
+    def save_setting(self, ctx: RequestContext, key: dict[str, str], body: str, *, version: int,
+                     entry: AuditEntry) -> None: ...
 
 
 class Directory(Protocol):
@@ -522,3 +526,44 @@ def register_certificate(ctx: RequestContext, practitioner_id: str, *, certifica
                    entry=AuditEntry("Practitioner", Action.OPERATION, practitioner_id,
                                     detail={"operation": "$register-certificate", "kid": key.kid}))
     return key
+
+
+# ------------------------------------------------------------------ critical-result policy ---
+
+POLICY = "CriticalResultsPolicy"
+
+
+def read_critical_policy(ctx: RequestContext, *, repo: Repository) -> dict[str, Any]:
+    """The tenant's critical limits in force (defaults and its own), deadline and on-call lists."""
+    from expediente import critical_policy
+
+    ctx.require(POLICY, Interaction.READ)
+    return critical_policy.from_item(repo.get_setting(critical_policy.key(ctx.tenant))).to_json()
+
+
+def update_critical_policy(ctx: RequestContext, body: dict[str, Any], *, if_match: int | None,
+                           repo: Repository) -> dict[str, Any]:
+    """Replace the tenant's own limits, deadline and on-call lists (If-Match once a policy exists).
+
+    Raises 400 naming the field, 412 when ``if_match`` is not the stored version (or is missing
+    once one exists). Audited in the same transaction; takes effect within a minute.
+    """
+    from expediente import critical_policy
+
+    ctx.require(POLICY, Interaction.UPDATE)
+    current = repo.get_setting(critical_policy.key(ctx.tenant))
+    stored_version = int(current["version"]) if current is not None else 0
+    if stored_version and if_match is None:
+        raise PreconditionRequired("If-Match is required to change the critical-result policy",
+                                   headers={"ETag": f'W/"{stored_version}"'})
+    if if_match is not None and if_match != stored_version:
+        raise PreconditionFailed("The critical-result policy was changed by someone else; read it again",
+                                 headers={"ETag": f'W/"{stored_version}"'})
+    policy = critical_policy.parse(
+        body, is_clinic=lambda clues: repo.find_unique(ctx.tenant, "Organization", clues) is not None,
+        is_practitioner=lambda pid: repo.get(ctx.tenant, "Practitioner", pid) is not None)
+    version = stored_version + 1
+    repo.save_setting(ctx, critical_policy.key(ctx.tenant), critical_policy.to_item_body(policy), version=version,
+                      entry=AuditEntry(POLICY, Action.UPDATE, "critical-results", status=200,
+                                       detail={"version": str(version)}))
+    return {**policy.to_json(), "version": version}

@@ -298,6 +298,27 @@ class AdminRepository:
                                 expression="username") from exc
             raise PreconditionFailed(f"User {user.username} was changed by someone else; read it again") from exc
 
+    # -- tenant settings ----------------------------------------------------
+
+    def get_setting(self, key: dict[str, str]) -> dict[str, Any] | None:
+        """A tenant setting item (``expediente.critical_policy.key``), or None."""
+        return store.get_item(self.tables.admin, key)
+
+    def save_setting(self, ctx: RequestContext, key: dict[str, str], body: str, *, version: int,
+                     entry: AuditEntry) -> None:
+        """Write version ``version`` of a setting with its audit record; 412 when it is not the next version."""
+        condition = "attribute_not_exists(pk)" if version == 1 else "version = :previous"
+        put: dict[str, Any] = {"TableName": self.tables.admin,
+                               "Item": aws.to_item({**key, "body": body, "version": version}),
+                               "ConditionExpression": condition}
+        if version > 1:
+            put["ExpressionAttributeValues"] = aws.to_item({":previous": version - 1})
+        try:
+            self._transact([{"Put": put}, *self._audit_ops(ctx, entry)])
+        except TransactionConflict as exc:
+            raise PreconditionFailed("The setting was changed by someone else; read it again",
+                                     headers={"ETag": f'W/"{version - 1}"'}) from exc
+
     # -- a new tenant -----------------------------------------------------
 
     def create_tenant(self, ctx: RequestContext, *, tenant_item: dict[str, Any], chain: ResourceWrite,

@@ -352,7 +352,8 @@ def _check_entry(ctx: RequestContext, entry: dict[str, Any]) -> tuple[str, bool,
     expected = next((e.get("valueBase64Binary") for e in entry.get("extension") or []
                      if e.get("url") == compositions.ENTRY_DIGEST), None)
     try:
-        ref = records.parse(reference, where="entry", types=records.PENDING_TYPES | {"Condition", "Observation", "DiagnosticReport"})
+        ref = records.parse(reference, where="entry",
+                            types=records.PENDING_TYPES | {"Condition", "Observation", "DiagnosticReport"})
         stored = records.load(ctx.tenant, ref) if ref.version is not None else None
     except (Invalid, Unprocessable, DecryptionFailed):
         stored = None

@@ -6,6 +6,7 @@ writes its audit record before data leaves; every write's audit record is in its
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from typing import Any
 
@@ -25,14 +26,14 @@ from expediente.api import (
 )
 from expediente.audit import Action, AuditEntry
 from expediente.clinical import new_id
-from expediente.context import RequestContext
+from expediente.context import RequestContext, service_context
 from expediente.errors import Invalid, MethodNotAllowed
 from expediente.fhir import searchset
 from expediente.permissions import Interaction
 from expediente.routes import ClinicalRoutes, patients_of
 
 from . import logic
-from .repository import find_by_number, repository
+from .repository import find_by_number, repository, result_summary
 
 app = create_app()
 ORDER = "ServiceRequest"
@@ -143,6 +144,49 @@ def delete_order(resource_id: str) -> Response[str]:
     return routes.refuse_delete(ORDER, "Cancel it with $status (status cancelled and a reason).")
 
 
+# ------------------------------------------------------------------ results → orders (SQS) ---
+
+
+def _results(ctx: RequestContext, order_id: str) -> logic.ResultSummary:
+    reports, observations = result_summary(ctx.tenant, order_id)
+    return logic.ResultSummary(tuple(reports), tuple(observations))
+
+
+def on_result_recorded(detail: dict[str, Any]) -> None:
+    """A ``ResultRecorded`` event: advance each order it names; publish the status changes."""
+    from expediente import events
+
+    event = events.ResultRecorded.model_validate(detail)
+    ctx = service_context(event.tenant_id, "orders-from-results", request_id=event.request_id)
+    for order_id in event.order_ids:
+        for saved in logic.advance_with_results(ctx, order_id, repo=repository(), results=_results):
+            order = saved.resource
+            _publish(lambda ev, o=order, s=saved: ev.OrderStatusChanged(
+                tenant_id=ctx.tenant, order_id=o["id"], patient_id=records.subject_of(o) or "",
+                status=logic.order_status(o), previous_status=s.previous_status, request_id=ctx.request_id))
+            logger.info("order advanced by its results", extra={"tenant": ctx.tenant, "order_id": order_id,
+                                                                "status": logic.order_status(order)})
+
+
+def _record_handler(record: Any) -> None:
+    body = json.loads(record.body)
+    if body.get("detail-type") != "ResultRecorded":
+        logger.warning("ignored an event this queue should not carry", extra={"detail_type": body.get("detail-type")})
+        return
+    on_result_recorded(body["detail"])
+
+
+def _consume(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    """SQS batch: each record processed on its own; the failed ones are reported for redelivery."""
+    from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
+
+    return process_partial_response(event=event, record_handler=_record_handler,
+                                    processor=BatchProcessor(event_type=EventType.SQS), context=context)
+
+
 @logger.inject_lambda_context(clear_state=True)
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    records_ = event.get("Records") or []
+    if records_ and records_[0].get("eventSource") == "aws:sqs":
+        return _consume(event, context)
     return app.resolve(event, context)

@@ -27,7 +27,7 @@ from expediente.errors import Conflict, Forbidden, Invalid, Unprocessable
 from expediente.fhir import validate
 from expediente.index import Entry
 from expediente.permissions import Role
-from expediente.store import TransactionConflict
+from expediente.store import Stored, TransactionConflict
 
 EXT = "https://expediente.mx/fhir/StructureDefinition"
 ORDER_STATUS = f"{EXT}/estado-orden"
@@ -283,3 +283,65 @@ def change_status(ctx: RequestContext, order_id: str, status: str, *, reason: st
     repo.put(ctx, resource, index=index_entry, now=now, previous=current, action=Action.OPERATION,
              detail={"operation": "$status", "status": f"{before}->{status}"})
     return Saved(resource, version, previous_status=before)
+
+
+# ------------------------------------------------------------------ results close the loop ---
+
+# Result statuses (FHIR R4 ObservationStatus / DiagnosticReportStatus) that count as final.
+FINAL_RESULTS = frozenset({"final", "amended", "corrected", "appended"})
+
+
+@dataclass(frozen=True)
+class ResultSummary:
+    """What the results domain holds for one order: index attributes of its reports and results."""
+
+    reports: tuple[dict[str, Any], ...]
+    observations: tuple[dict[str, Any], ...]
+
+
+def results_complete(order: dict[str, Any], summary: ResultSummary) -> bool:
+    """Whether every requested test has a final result.
+
+    A final report based on the order declares its results complete (the laboratory groups what
+    the order asked for); without one, a single-test order is complete when a final result of
+    the ordered code exists. Entered-in-error results count for nothing.
+    """
+    if any(r.get("status") in FINAL_RESULTS for r in summary.reports):
+        return True
+    ordered = next((c.get("code") for c in order.get("code", {}).get("coding") or []), None)
+    return any(o.get("status") in FINAL_RESULTS and o.get("code") == ordered for o in summary.observations)
+
+
+def advance_with_results(ctx: RequestContext, order_id: str, *, repo: ClinicalRepository,
+                         results: Callable[[RequestContext, str], ResultSummary],
+                         clock: Callable[[], datetime] | None = None) -> list[Saved]:
+    """Move an order along as its results arrive: ``in-process`` on the first result, ``completed``
+    when :func:`results_complete`. Each move is a version, audited as done by the results service.
+
+    Idempotent: a redelivered event finds the order already moved and changes nothing. A
+    cancelled or completed order is left as it is (a late or corrected result does not reopen it).
+    Raises :class:`~expediente.errors.PreconditionFailed`/``Conflict`` when the order changed at the
+    same moment, so the caller retries the event.
+    """
+    current = repo.get(ctx, "ServiceRequest", order_id)
+    if current is None or category_of(current.resource) != LABORATORY:
+        return []
+    status = order_status(current.resource)
+    if status not in ("requested", "in-process"):
+        return []
+    summary = results(ctx, order_id)
+    if not summary.reports and not summary.observations:
+        return []
+    moves = (["in-process"] if status == "requested" else []) + \
+        (["completed"] if results_complete(current.resource, summary) else [])
+    saved: list[Saved] = []
+    for move in moves:
+        before = order_status(current.resource)
+        now = now_instant(clock)
+        version = current.version + 1
+        resource = stamp(_with_status(current.resource, move), order_id, version, now)
+        repo.put(ctx, resource, index=index_entry, now=now, previous=current, action=Action.OPERATION,
+                 detail={"operation": "results", "status": f"{before}->{move}"})
+        saved.append(Saved(resource, version, previous_status=before))
+        current = Stored(resource, version, now)
+    return saved

@@ -8,14 +8,13 @@ every minute (an EventBridge ``Scheduled Event``, see :func:`lambda_handler`).
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterable
 from typing import Any
 
 from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from expediente import audit, records
+from expediente import audit, critical_policy, records
 from expediente.api import (
     base_url,
     create_app,
@@ -44,7 +43,6 @@ app = create_app()
 OBSERVATION = "Observation"
 REPORT = diagnostic_reports.REPORT
 ALERT = critical.COMMUNICATION
-POLICY_TTL_S = 60.0  # a changed policy applies within a minute; reading it once per result would cost a GetItem
 
 
 # ------------------------------------------------------------------ collaborators ---
@@ -59,19 +57,9 @@ def _load_results(ctx: RequestContext, ids: list[str]) -> dict[str, dict[str, An
     return {s.resource["id"]: s.resource for s in repository().get_many(ctx, OBSERVATION, ids)}
 
 
-_policies: dict[str, tuple[float, Policy]] = {}
-
-
 def _policy(ctx: RequestContext) -> Policy:
-    """The tenant's critical-result policy, cached for :data:`POLICY_TTL_S` seconds."""
-    from expediente import critical_policy
-
-    cached = _policies.get(ctx.tenant)
-    if cached is not None and time.monotonic() - cached[0] < POLICY_TTL_S:
-        return cached[1]
-    policy = critical_policy.load(ctx.tenant)
-    _policies[ctx.tenant] = (time.monotonic(), policy)
-    return policy
+    """The tenant's critical-result policy (remembered for a minute)."""
+    return critical_policy.in_force(ctx.tenant)
 
 
 def _publish(published: Iterable[Any]) -> None:
@@ -249,7 +237,7 @@ def update_report(resource_id: str) -> Response[str]:
 
 
 @app.get(r"/fhir/DiagnosticReport/<resource_id>/\$print")
-def print_report(resource_id: str) -> Response[str]:
+def print_report(resource_id: str) -> Response[Any]:
     """The printable report: ``_format=pdf`` (default) or ``html``, with a trend chart per abnormal test."""
     ctx = request_context(app)
     ctx.require(REPORT, Interaction.READ)
@@ -262,7 +250,7 @@ def print_report(resource_id: str) -> Response[str]:
     if fmt == "html":
         return Response(200, "text/html; charset=utf-8", document.html or "",
                         headers={"Cache-Control": "no-store"})
-    return Response(200, "application/pdf", document.pdf_base64 or "",
+    return Response(200, "application/pdf", document.pdf or b"",
                     headers={"Cache-Control": "no-store",
                              "Content-Disposition": f'inline; filename="informe-{resource_id}.pdf"'})
 

@@ -8,7 +8,6 @@ results are left out of the views (they stay readable by id and in ``_history``)
 
 from __future__ import annotations
 
-import base64
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -132,7 +131,7 @@ def trend(ctx: RequestContext, repo: ClinicalRepository, params: Mapping[str, st
 class Printable:
     patient_id: str
     html: str | None = None
-    pdf_base64: str | None = None
+    pdf: bytes | None = None
 
 
 def printable(ctx: RequestContext, repo: ClinicalRepository, report_id: str, *,
@@ -163,7 +162,7 @@ def printable(ctx: RequestContext, repo: ClinicalRepository, report_id: str, *,
                               history=history, issued_at=now_instant())
     if fmt == "html":
         return Printable(patient_id, html=render.render_html(data))
-    return Printable(patient_id, pdf_base64=base64.b64encode(render.render_pdf(data)).decode())
+    return Printable(patient_id, pdf=render.render_pdf(data))
 
 
 def _clinic_name(ctx: RequestContext, report: dict[str, Any],

@@ -61,11 +61,12 @@ def environment(key_arn: str, bus: str = "expediente") -> dict[str, str]:
 
 def reset_caches() -> None:
     """Forget cached settings, clients and keys so each test sees its own moto world."""
-    from expediente import api, aws, records, settings, tenants
+    from expediente import api, aws, critical_policy, records, settings, tenants
 
     for fn in (settings.settings, aws.client, tenants.envelope, tenants.blind_index, api._idempotency_store,
                records.store):
         fn.cache_clear()
+    critical_policy.forget()
     import importlib
 
     for module in ("functions.patients.repository", "functions.notes.repository", "functions.results.repository",

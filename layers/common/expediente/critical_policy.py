@@ -17,7 +17,7 @@ with a version for If-Match. Plain data: limits and practitioner ids, no patient
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -128,12 +128,13 @@ def _decimal(value: Any, where: str) -> Decimal | None:
     return number
 
 
-def parse(body: Mapping[str, Any], *, clinics: frozenset[str], practitioners: frozenset[str]) -> Policy:
+def parse(body: Mapping[str, Any], *, is_clinic: Callable[[str], bool],
+          is_practitioner: Callable[[str], bool]) -> Policy:
     """The policy an admin sends (400 naming the field when wrong).
 
     ``limits`` lists the tenant's own limits (code in the LOINC laboratory catalogue, at least one
     UCUM unit, ``low`` < ``high``, at least one of them); codes not listed keep the default. ``onCall``
-    names, per clinic of the chain (``clinics``), existing practitioners (``practitioners``).
+    names, per clinic of the chain (``is_clinic``), its practitioners (``is_practitioner``).
     """
     if not isinstance(body, Mapping):
         raise Invalid("The body must be a JSON object")
@@ -175,14 +176,14 @@ def parse(body: Mapping[str, Any], *, clinics: frozenset[str], practitioners: fr
         raise Invalid("onCall must map a clinic's CLUES to a list of Practitioner references", expression="onCall")
     for clinic, refs in raw_on_call.items():
         where = f"onCall.{clinic}"
-        if clinic not in clinics:
+        if not is_clinic(str(clinic)):
             raise Invalid(f"{where}: {clinic} is not a clinic of this chain", expression=where)
         if not isinstance(refs, list) or len(refs) > MAX_ON_CALL:
             raise Invalid(f"{where} must list at most {MAX_ON_CALL} Practitioner references", expression=where)
         ids: list[str] = []
         for j, ref in enumerate(refs):
             practitioner = str(ref).removeprefix("Practitioner/")
-            if practitioner not in practitioners:
+            if not is_practitioner(practitioner):
                 raise Invalid(f"{where}[{j}]: {ref} is not a practitioner of this chain", expression=f"{where}[{j}]")
             if practitioner not in ids:
                 ids.append(practitioner)
@@ -228,3 +229,24 @@ def load(tenant: str) -> Policy:
     from expediente.store import get_item
 
     return from_item(get_item(settings().table_admin, key(tenant)))
+
+
+CACHE_TTL_S = 60.0  # a changed policy applies within a minute; reading it for every result would cost a GetItem
+_cache: dict[str, tuple[float, Policy]] = {}
+
+
+def in_force(tenant: str) -> Policy:
+    """:func:`load`, remembered per tenant for :data:`CACHE_TTL_S` seconds in this process."""
+    import time
+
+    cached = _cache.get(tenant)
+    if cached is not None and time.monotonic() - cached[0] < CACHE_TTL_S:
+        return cached[1]
+    policy = load(tenant)
+    _cache[tenant] = (time.monotonic(), policy)
+    return policy
+
+
+def forget() -> None:
+    """Drop the remembered policies (tests; a process that must see a change at once)."""
+    _cache.clear()
