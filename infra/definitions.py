@@ -101,7 +101,8 @@ class FunctionDef:
     # Queues (by id) delivered to the function in batches; it reports the records that failed.
     consumes: tuple[str, ...] = ()
     # Other domains' packages shipped in this function's asset because it runs their rules in-process
-    # (the HL7 v2 interface applies the patients and results rules to what a message carries).
+    # (the HL7 v2 interface applies the patients and results rules to what a message carries, and
+    # finds orders by their placer number).
     bundles: tuple[str, ...] = ()
     memory_mb: int = 1024
     timeout_s: int = 15
@@ -245,7 +246,7 @@ FUNCTIONS: tuple[FunctionDef, ...] = (
         writes=("patients", "results", "audit", "idempotency"),
         reads=("admin", "notes", "orders"),
         puts_events=True,
-        bundles=("patients", "results"),
+        bundles=("patients", "results", "orders"),
     ),
 )
 

@@ -7,7 +7,7 @@ the id generator) come in as arguments so the rules are easy to test.
 from __future__ import annotations
 
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -49,9 +49,9 @@ class Repository(Protocol):
     def find_by_curp(self, ctx: RequestContext, curp: str) -> str | None: ...
     def find_by_folio(self, ctx: RequestContext, folio: str) -> str | None: ...
     def create(self, ctx: RequestContext, patient_id: str, resource: dict[str, Any], demo: Demographics,
-               now: str) -> None: ...
+               now: str, extra: Sequence[dict[str, Any]] = ()) -> None: ...
     def update(self, ctx: RequestContext, patient_id: str, resource: dict[str, Any], demo: Demographics,
-               previous: Stored, old: Demographics, now: str) -> None: ...
+               previous: Stored, old: Demographics, now: str, extra: Sequence[dict[str, Any]] = ()) -> None: ...
     def merge(self, ctx: RequestContext, source: Change, target: Change, now: str) -> None: ...
 
 
@@ -264,8 +264,11 @@ def _timestamp(clock: Clock) -> str:
 
 
 def create(ctx: RequestContext, body: dict[str, Any], *, repo: Repository, clock: Clock = utc_now,
-           new_id: Callable[[], str] = new_patient_id) -> Saved:
-    """Register a patient. A CURP (or folio) already on file answers 409 naming the existing record."""
+           new_id: Callable[[], str] = new_patient_id, extra: Sequence[dict[str, Any]] = ()) -> Saved:
+    """Register a patient. A CURP (or folio) already on file answers 409 naming the existing record.
+
+    ``extra`` transaction elements are written with it (the HL7 interface's message guard).
+    """
     demo = demographics(body)
     patient_id = new_id()
     if not demo.folio:
@@ -274,7 +277,7 @@ def create(ctx: RequestContext, body: dict[str, Any], *, repo: Repository, clock
     # repository names the existing record when one of them fails (409).
     now = _timestamp(clock)
     resource = render(patient_id, demo, body, version=1, now=now)
-    repo.create(ctx, patient_id, resource, demo, now)
+    repo.create(ctx, patient_id, resource, demo, now, extra)
     return Saved(resource, 1, created=True)
 
 
@@ -310,7 +313,7 @@ def stored_demographics(stored: Stored) -> Demographics:
 
 
 def update(ctx: RequestContext, patient_id: str, body: dict[str, Any], *, if_match: int, repo: Repository,
-           clock: Clock = utc_now) -> Saved:
+           clock: Clock = utc_now, extra: Sequence[dict[str, Any]] = ()) -> Saved:
     """Write a new version. ``if_match`` must name the current version (412 otherwise); every version is kept.
 
     ``Patient.link`` is managed by ``$merge`` only and is carried over unchanged.
@@ -332,7 +335,7 @@ def update(ctx: RequestContext, patient_id: str, body: dict[str, Any], *, if_mat
     now = _timestamp(clock)
     version = current.version + 1
     resource = render(patient_id, demo, body, version=version, now=now)
-    repo.update(ctx, patient_id, resource, demo, current, previous, now)
+    repo.update(ctx, patient_id, resource, demo, current, previous, now, extra)
     return Saved(resource, version, created=False)
 
 

@@ -12,6 +12,7 @@ it all happens or none of it does.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from functools import cache
 from typing import Any
 
@@ -146,9 +147,11 @@ class PatientRepository:
         return ops
 
     def create(self, ctx: RequestContext, patient_id: str, resource: dict[str, Any], demo: Demographics,
-               now: str) -> None:
-        """Store version 1 with its guards, index and audit record; 409 if the CURP or folio was taken meanwhile."""
+               now: str, extra: Sequence[dict[str, Any]] = ()) -> None:
+        """Store version 1 with its guards, index and audit record (and ``extra`` elements, e.g. an HL7
+        message guard); 409 if the CURP or folio was taken meanwhile."""
         ops = self.store.write(ctx.tenant, patient_id, resource, version=1, last_updated=now)
+        ops += list(extra)
         ops += self._guard_changes(ctx.tenant, patient_id, None, demo)
         ops += self._index_changes(ctx.tenant, patient_id, None, demo)
         ops += audit.audit_puts(ctx, AuditEntry("Patient", Action.CREATE, patient_id, (patient_id,), 201))
@@ -167,9 +170,10 @@ class PatientRepository:
                             expression="Patient.identifier") from exc
 
     def update(self, ctx: RequestContext, patient_id: str, resource: dict[str, Any], demo: Demographics,
-               previous: Stored, old: Demographics, now: str) -> None:
-        """Store the next version; 412 if another writer got there first."""
+               previous: Stored, old: Demographics, now: str, extra: Sequence[dict[str, Any]] = ()) -> None:
+        """Store the next version (with ``extra`` elements); 412 if another writer got there first."""
         ops = self.store.write(ctx.tenant, patient_id, resource, version=previous.version + 1, last_updated=now)
+        ops += list(extra)
         ops += self._guard_changes(ctx.tenant, patient_id, old, demo)
         ops += self._index_changes(ctx.tenant, patient_id, old, demo)
         ops += audit.audit_puts(ctx, AuditEntry("Patient", Action.UPDATE, patient_id, (patient_id,), 200))

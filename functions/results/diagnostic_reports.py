@@ -16,7 +16,6 @@ laboratory sent. Pure domain code: collaborators come in as arguments.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -29,7 +28,7 @@ from expediente.fhir import validate
 from expediente.index import Entry
 
 from . import laboratory
-from .observations import Load, order_ids, sort_instant
+from .observations import Load, Prepared, Recorded, order_ids, sort_instant
 from .vital_signs import loinc_code
 
 if TYPE_CHECKING:
@@ -79,12 +78,6 @@ def index_entry(resource: dict[str, Any]) -> Entry:
 
 def result_ids(resource: dict[str, Any]) -> list[str]:
     return [str(r["reference"]).split("/")[1] for r in resource.get("result") or []]
-
-
-@dataclass(frozen=True)
-class Recorded:
-    saved: Saved
-    events: tuple[events.DomainEvent, ...] = ()
 
 
 def _normalize(body: dict[str, Any], *, now: str) -> dict[str, Any]:
@@ -173,15 +166,15 @@ def _with_print_form(resource: dict[str, Any]) -> dict[str, Any]:
     return {**resource, "presentedForm": forms}
 
 
-def _store(ctx: RequestContext, resource: dict[str, Any], patient_id: str, *, repo: ClinicalRepository,
-           now: str, previous: Saved | None, detail: dict[str, str] | None) -> Recorded:
+def _prepare(ctx: RequestContext, resource: dict[str, Any], patient_id: str, *, previous: Saved | None,
+             detail: dict[str, str] | None) -> Prepared:
     resource = _with_print_form(resource)
     validate(REPORT, resource)
     version = int(resource["meta"]["versionId"])
-    repo.save(ctx, [Write(REPORT, resource, version, index_entry(resource),
-                          previous=index_entry(previous.resource) if previous is not None else None)], now=now,
-              entry=AuditEntry(REPORT, Action.CREATE if previous is None else Action.UPDATE, resource["id"],
-                               (patient_id,), 201 if previous is None else 200, detail=detail or {}))
+    write = Write(REPORT, resource, version, index_entry(resource),
+                  previous=index_entry(previous.resource) if previous is not None else None)
+    entry = AuditEntry(REPORT, Action.CREATE if previous is None else Action.UPDATE, resource["id"], (patient_id,),
+                       201 if previous is None else 200, detail=detail or {})
     published: tuple[events.DomainEvent, ...] = ()
     if order_ids(resource):
         from expediente import events
@@ -190,14 +183,29 @@ def _store(ctx: RequestContext, resource: dict[str, Any], patient_id: str, *, re
             tenant_id=ctx.tenant, request_id=ctx.request_id, resource_type=REPORT, resource_id=resource["id"],
             version=version, patient_id=patient_id, status=resource["status"],
             order_ids=list(order_ids(resource))),)
-    return Recorded(Saved(resource, version), published)
+    return Prepared((write,), (), entry, published, None)
+
+
+def _commit(ctx: RequestContext, prepared: Prepared, *, repo: ClinicalRepository, now: str) -> Recorded:
+    repo.save(ctx, list(prepared.writes), now=now, entry=prepared.entry)
+    return Recorded(Saved(prepared.resource, prepared.version), prepared.events)
+
+
+LoadResults = Callable[[RequestContext, list[str]], dict[str, dict[str, Any]]]
 
 
 def create(ctx: RequestContext, body: dict[str, Any], *, repo: ClinicalRepository, load: Load,
-           load_results: Callable[[RequestContext, list[str]], dict[str, dict[str, Any]]],
-           new_id: Callable[[], str], clock: Callable[[], datetime] | None = None) -> Recorded:
+           load_results: LoadResults, new_id: Callable[[], str],
+           clock: Callable[[], datetime] | None = None) -> Recorded:
     """Store a new report (registered, partial, preliminary or final). 400/422 name the element."""
     now = now_instant(clock)
+    prepared = prepare_create(ctx, body, load=load, load_results=load_results, new_id=new_id, now=now)
+    return _commit(ctx, prepared, repo=repo, now=now)
+
+
+def prepare_create(ctx: RequestContext, body: dict[str, Any], *, load: Load, load_results: LoadResults,
+                   new_id: Callable[[], str], now: str) -> Prepared:
+    """A new report checked and ready to store."""
     resource = _normalize(body, now=now)
     if resource["status"] not in INITIAL:
         raise Unprocessable(f"A new DiagnosticReport is {', '.join(sorted(INITIAL))}; not {resource['status']}",
@@ -206,17 +214,24 @@ def create(ctx: RequestContext, body: dict[str, Any], *, repo: ClinicalRepositor
         resource["performer"] = [{"reference": f"Practitioner/{ctx.practitioner_id}"}]
     patient_id = _check(ctx, resource, load, load_results)
     resource = stamp(resource, new_id(), 1, now)
-    return _store(ctx, resource, patient_id, repo=repo, now=now, previous=None, detail=None)
+    return _prepare(ctx, resource, patient_id, previous=None, detail=None)
 
 
 def update(ctx: RequestContext, report_id: str, body: dict[str, Any], *, if_match: int, repo: ClinicalRepository,
-           load: Load, load_results: Callable[[RequestContext, list[str]], dict[str, dict[str, Any]]],
-           clock: Callable[[], datetime] | None = None) -> Recorded:
-    """A new version (412 when stale). Patient, code and orders never change; a final report changes only
-    as amended, corrected or appended (422 naming the allowed statuses)."""
+           load: Load, load_results: LoadResults, clock: Callable[[], datetime] | None = None) -> Recorded:
+    """:func:`prepare_update` of the current version (412 unless it is ``if_match``), stored."""
     current = repo.for_update(ctx, REPORT, report_id, body, if_match=if_match)
-    before = current.resource
     now = now_instant(clock)
+    prepared = prepare_update(ctx, Saved(current.resource, current.version), body, load=load,
+                              load_results=load_results, now=now)
+    return _commit(ctx, prepared, repo=repo, now=now)
+
+
+def prepare_update(ctx: RequestContext, current: Saved, body: dict[str, Any], *, load: Load,
+                   load_results: LoadResults, now: str) -> Prepared:
+    """A new version. Patient, code and orders never change; a final report changes only as amended,
+    corrected or appended (422 naming the allowed statuses)."""
+    before, report_id = current.resource, current.resource["id"]
     resource = _normalize(body, now=now)
     if records.subject_of(resource) != records.subject_of(before):
         raise Unprocessable("DiagnosticReport.subject cannot change", expression="DiagnosticReport.subject")
@@ -234,5 +249,5 @@ def update(ctx: RequestContext, report_id: str, body: dict[str, Any], *, if_matc
         resource["performer"] = before["performer"]
     patient_id = _check(ctx, resource, load, load_results)
     resource = stamp(resource, report_id, current.version + 1, now)
-    return _store(ctx, resource, patient_id, repo=repo, now=now, previous=Saved(before, current.version),
-                  detail={"status": f"{old}->{new}"} if old != new else None)
+    return _prepare(ctx, resource, patient_id, previous=current,
+                    detail={"status": f"{old}->{new}"} if old != new else None)

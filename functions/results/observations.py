@@ -289,6 +289,26 @@ class Recorded:
     alert: dict[str, Any] | None = None
 
 
+@dataclass(frozen=True)
+class Prepared:
+    """One result version checked and ready to store: its writes (with its alert), extra transaction
+    elements, the audit record and the events to publish after the commit."""
+
+    writes: tuple[Write, ...]
+    extra: tuple[dict[str, Any], ...]
+    entry: AuditEntry
+    events: tuple[events.DomainEvent, ...]
+    alert: dict[str, Any] | None
+
+    @property
+    def resource(self) -> dict[str, Any]:
+        return self.writes[0].resource
+
+    @property
+    def version(self) -> int:
+        return self.writes[0].version
+
+
 # The tenant's critical-result policy (cached by the caller).
 PolicyOf = Callable[[RequestContext], Policy]
 
@@ -306,11 +326,10 @@ def _interpret(resource: dict[str, Any], policy: Policy) -> str | None:
     return None
 
 
-def _store(ctx: RequestContext, resource: dict[str, Any], links: Links, *, repo: ClinicalRepository,
-           policy: PolicyOf, new_id: Callable[[], str], now: str, previous: Saved | None,
-           detail: Mapping[str, str] | None) -> Recorded:
-    """One version of a result, its alert when it is critical (same transaction), and what to publish."""
-
+def _prepare(ctx: RequestContext, resource: dict[str, Any], links: Links, *, repo: ClinicalRepository,
+             policy: PolicyOf, new_id: Callable[[], str], now: str, previous: Saved | None,
+             detail: Mapping[str, str] | None) -> Prepared:
+    """One version of a result and its alert when it is critical (to be stored in one transaction)."""
     lab = category_of(resource) == laboratory.CATEGORY
     verdict = _interpret(resource, policy(ctx)) if lab and resource["status"] != "entered-in-error" else None
     validate("Observation", resource)
@@ -326,14 +345,11 @@ def _store(ctx: RequestContext, resource: dict[str, Any], links: Links, *, repo:
         published.append(opened.event)
         alert = opened.write.resource
     patient = links.patient_id
-    extra = [code_marker(repo.table, ctx.tenant, patient, category_of(resource), code_of(resource))] \
-        if previous is None else []
+    extra = (code_marker(repo.table, ctx.tenant, patient, category_of(resource), code_of(resource)),) \
+        if previous is None else ()
     entry_detail = dict(detail or {})
     if alert is not None:
         entry_detail["critical"] = f"Communication/{alert['id']}"
-    repo.save(ctx, writes, now=now, extra=extra,
-              entry=AuditEntry("Observation", Action.CREATE if previous is None else Action.UPDATE, resource["id"],
-                               (patient,), 201 if previous is None else 200, detail=entry_detail))
     if lab and order_ids(resource):
         from expediente import events
 
@@ -341,7 +357,14 @@ def _store(ctx: RequestContext, resource: dict[str, Any], links: Links, *, repo:
             tenant_id=ctx.tenant, request_id=ctx.request_id, resource_type="Observation",
             resource_id=resource["id"], version=version, patient_id=patient, status=resource["status"],
             order_ids=list(order_ids(resource))))
-    return Recorded(Saved(resource, version), tuple(published), alert)
+    entry = AuditEntry("Observation", Action.CREATE if previous is None else Action.UPDATE, resource["id"],
+                       (patient,), 201 if previous is None else 200, detail=entry_detail)
+    return Prepared(tuple(writes), extra, entry, tuple(published), alert)
+
+
+def _commit(ctx: RequestContext, prepared: Prepared, *, repo: ClinicalRepository, now: str) -> Recorded:
+    repo.save(ctx, list(prepared.writes), now=now, extra=prepared.extra, entry=prepared.entry)
+    return Recorded(Saved(prepared.resource, prepared.version), prepared.events, prepared.alert)
 
 
 def _has_open_alert(ctx: RequestContext, repo: ClinicalRepository, observation_id: str) -> bool:
@@ -352,6 +375,14 @@ def _has_open_alert(ctx: RequestContext, repo: ClinicalRepository, observation_i
 
 def create(ctx: RequestContext, body: dict[str, Any], *, repo: ClinicalRepository, load: Load,
            new_id: Callable[[], str], policy: PolicyOf, clock: Callable[[], datetime] | None = None) -> Recorded:
+    """:func:`prepare_create`, stored in one transaction."""
+    now = now_instant(clock)
+    prepared = prepare_create(ctx, body, repo=repo, load=load, new_id=new_id, policy=policy, now=now)
+    return _commit(ctx, prepared, repo=repo, now=now)
+
+
+def prepare_create(ctx: RequestContext, body: dict[str, Any], *, repo: ClinicalRepository, load: Load,
+                   new_id: Callable[[], str], policy: PolicyOf, now: str) -> Prepared:
     """Record an Observation (status ``final`` unless ``preliminary`` is given) for a patient of the tenant.
 
     A laboratory result gets its interpretation (from the tenant's critical limits, the lab's
@@ -359,7 +390,6 @@ def create(ctx: RequestContext, body: dict[str, Any], *, repo: ClinicalRepositor
     body the category's rules reject, 422 when the patient does not exist or the encounter or
     an order in ``basedOn`` is not the patient's.
     """
-    now = now_instant(clock)
     resource, category = _normalize({"status": "final", **body}, effective=now, now=now)
     _may_record(ctx, category)
     if resource["status"] not in INITIAL:
@@ -372,13 +402,23 @@ def create(ctx: RequestContext, body: dict[str, Any], *, repo: ClinicalRepositor
         resource["performer"] = [{"reference": f"Practitioner/{ctx.practitioner_id}"}]
     links = _check_links(ctx, resource, load)
     resource = stamp(resource, new_id(), 1, now)
-    return _store(ctx, resource, links, repo=repo, policy=policy, new_id=new_id, now=now, previous=None,
-                  detail=None)
+    return _prepare(ctx, resource, links, repo=repo, policy=policy, new_id=new_id, now=now, previous=None,
+                    detail=None)
 
 
 def update(ctx: RequestContext, observation_id: str, body: dict[str, Any], *, if_match: int,
            repo: ClinicalRepository, load: Load, policy: PolicyOf, new_id: Callable[[], str],
            clock: Callable[[], datetime] | None = None) -> Recorded:
+    """:func:`prepare_update` of the current version (412 unless it is ``if_match``), stored."""
+    current = repo.for_update(ctx, "Observation", observation_id, body, if_match=if_match)
+    now = now_instant(clock)
+    prepared = prepare_update(ctx, Saved(current.resource, current.version), body, repo=repo, load=load,
+                              new_id=new_id, policy=policy, now=now)
+    return _commit(ctx, prepared, repo=repo, now=now)
+
+
+def prepare_update(ctx: RequestContext, current: Saved, body: dict[str, Any], *, repo: ClinicalRepository,
+                   load: Load, policy: PolicyOf, new_id: Callable[[], str], now: str) -> Prepared:
     """A new version; the previous ones stay readable (vread, ``_history``).
 
     The patient, the code and the orders never change (422: enter it in error and record a new
@@ -387,9 +427,7 @@ def update(ctx: RequestContext, observation_id: str, body: dict[str, Any], *, if
     performer stays the one who measured; who corrected is in the audit trail. A correction
     that is critical opens an alert unless one is still open for this result.
     """
-    current = repo.for_update(ctx, "Observation", observation_id, body, if_match=if_match)
-    before = current.resource
-    now = now_instant(clock)
+    before, observation_id = current.resource, current.resource["id"]
     resource, category = _normalize(body, effective=before["effectiveDateTime"], now=now)
     _may_record(ctx, category)
     if records.subject_of(resource) != records.subject_of(before):
@@ -410,6 +448,5 @@ def update(ctx: RequestContext, observation_id: str, body: dict[str, Any], *, if
         resource["performer"] = before["performer"]
     links = _check_links(ctx, resource, load)
     resource = stamp(resource, observation_id, current.version + 1, now)
-    return _store(ctx, resource, links, repo=repo, policy=policy, new_id=new_id, now=now,
-                  previous=Saved(current.resource, current.version),
-                  detail={"status": f"{old}->{new}"} if old != new else None)
+    return _prepare(ctx, resource, links, repo=repo, policy=policy, new_id=new_id, now=now, previous=current,
+                    detail={"status": f"{old}->{new}"} if old != new else None)

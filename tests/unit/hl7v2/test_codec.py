@@ -12,8 +12,8 @@ from decimal import Decimal
 import hl7
 import pytest
 
-from functions.hl7v2 import codec
-from functions.hl7v2.codec import (
+from expediente import hl7v2 as codec
+from expediente.hl7v2 import (
     AdtMessage,
     CodedValue,
     Hl7Error,

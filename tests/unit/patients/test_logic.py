@@ -35,12 +35,12 @@ class MemoryRepo:
     def find_by_folio(self, ctx, folio):
         return None
 
-    def create(self, ctx, pid, resource, demo, now):
+    def create(self, ctx, pid, resource, demo, now, extra=()):
         self.rows[pid] = Stored(resource, 1, now)
         if demo.curp:
             self.curps[demo.curp] = pid
 
-    def update(self, ctx, pid, resource, demo, previous, old, now):
+    def update(self, ctx, pid, resource, demo, previous, old, now, extra=()):
         self.rows[pid] = Stored(resource, previous.version + 1, now)
         if demo.curp:
             self.curps[demo.curp] = pid

@@ -165,7 +165,8 @@ class Hl7Error(Exception):
     where; ``segment``/``sequence``/``field``/``component`` locate it (``sequence`` is the 1-based
     occurrence of the segment in the message, ``None`` when the segment is absent or the problem
     concerns the whole message); ``severity`` is E, W or I; ``framing`` marks problems with the
-    message as a whole (no readable MSH, bad batch envelope), which reject it.
+    message as a whole (no readable MSH, bad batch envelope, a sender not permitted to send this
+    message type), which reject it (``AR``).
 
     Raises ``ValueError`` for a code outside table 0357 or an unknown severity.
 
