@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.utilities.typing import LambdaContext
+from botocore.exceptions import BotoCoreError, ClientError
 
 from expediente import audit, records
 from expediente.api import (
@@ -34,6 +35,9 @@ from expediente.routes import ClinicalRoutes, patients_of
 
 from . import logic
 from .repository import find_by_number, repository, result_summary
+
+if TYPE_CHECKING:
+    from .outbox import Queued
 
 app = create_app()
 ORDER = "ServiceRequest"
@@ -58,11 +62,22 @@ def create_order() -> Response[str]:
     body = json_body(app, resource_type=ORDER)
 
     def run() -> Response[str]:
-        saved = logic.create(ctx, body, repo=repository(), patient_exists=_patient_exists, new_id=new_id)
+        queued: list[Queued] = []
+
+        def to_outbox(order: dict[str, Any]) -> None:
+            if logic.category_of(order) == logic.LABORATORY:
+                from . import outbox  # the HL7 codec loads on the first lab order, not at cold start
+
+                queued[:] = [outbox.queue(ctx, order)]
+
+        saved = logic.create(ctx, body, repo=repository(), patient_exists=_patient_exists, new_id=new_id,
+                             before_commit=to_outbox)
         order = saved.resource
         _publish(lambda ev: ev.OrderStatusChanged(tenant_id=ctx.tenant, order_id=order["id"],
                                                   patient_id=records.subject_of(order) or "", status="requested",
                                                   request_id=ctx.request_id))
+        for message in queued:
+            _announce(ctx, order["id"], message)
         logger.info("order placed", extra={"tenant": ctx.tenant, "order_id": order["id"]})
         return routes.created(order, saved.version)
 
@@ -129,7 +144,22 @@ def order_status(resource_id: str) -> Response[str]:
     _publish(lambda ev: ev.OrderStatusChanged(tenant_id=ctx.tenant, order_id=order_id,
                                               patient_id=records.subject_of(order) or "", status=str(status),
                                               previous_status=saved.previous_status, request_id=ctx.request_id))
+    if status == "cancelled" and logic.category_of(order) == logic.LABORATORY:
+        from . import outbox
+
+        try:
+            _announce(ctx, order_id, outbox.queue(ctx, order, control="CA"))
+        except (BotoCoreError, ClientError):
+            # The cancellation is committed and OrderStatusChanged announces it; only the ORM^O01 CA failed.
+            logger.exception("cancellation message not queued", extra={"tenant": ctx.tenant, "order_id": order_id})
     return routes.saved(order, saved.version)
+
+
+def _announce(ctx: RequestContext, order_id: str, message: Queued) -> None:
+    _publish(lambda ev: ev.OrderMessageQueued(tenant_id=ctx.tenant, order_id=order_id,
+                                              message_type=message.message_type, control_id=message.control_id,
+                                              bucket=message.bucket, object_key=message.key,
+                                              request_id=ctx.request_id))
 
 
 @app.put("/fhir/ServiceRequest/<resource_id>")

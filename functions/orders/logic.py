@@ -202,8 +202,13 @@ PatientCheck = Callable[[RequestContext, str], bool]
 
 def create(ctx: RequestContext, body: dict[str, Any], *, repo: ClinicalRepository, patient_exists: PatientCheck,
            new_id: Callable[[], str], clock: Callable[[], datetime] | None = None,
-           number: Callable[[str], str] = new_number) -> Saved:
-    """Place an order for a patient's open encounter; it starts ``requested`` with its number."""
+           number: Callable[[str], str] = new_number,
+           before_commit: Callable[[dict[str, Any]], None] | None = None) -> Saved:
+    """Place an order for a patient's open encounter; it starts ``requested`` with its number.
+
+    ``before_commit`` receives the final order just before it is stored (the HL7 outbox writes
+    the lab's ORM^O01 there, so a committed lab order always has its message).
+    """
     if not ctx.practitioner_id:
         raise Forbidden("Your user is not linked to a Practitioner; orders name who requested them")
     resource, kind = _normalize(body)
@@ -240,6 +245,8 @@ def create(ctx: RequestContext, body: dict[str, Any], *, repo: ClinicalRepositor
         validate("ServiceRequest", resource)
         from .repository import number_guard
 
+        if before_commit is not None:
+            before_commit(resource)
         try:
             repo.put(ctx, resource, index=index_entry, now=now,
                      extra=[number_guard(repo.table, ctx.tenant, value, order_id)],

@@ -43,8 +43,13 @@ def create_tables(dynamodb: Any) -> None:
         dynamodb.create_table(**args)
 
 
+def bucket_name(bucket_id: str) -> str:
+    return f"test-{bucket_id.replace('_', '-')}"
+
+
 def environment(key_arn: str, bus: str = "expediente") -> dict[str, str]:
     env = {t.env: table_name(t.id) for t in definitions.TABLES}
+    env.update({b.env: bucket_name(b.id) for b in definitions.BUCKETS})
     env.update({
         "KEY_APP_ARN": key_arn,
         "EVENT_BUS_NAME": bus,
@@ -172,9 +177,12 @@ def make_key() -> str:
 
 
 def provision() -> tuple[str, str]:
-    """Inside an active ``mock_aws``: every table, the app KMS key, the event bus and a queue that
+    """Inside an active ``mock_aws``: every table and bucket, the app KMS key, the event bus and a queue that
     receives every Expediente event. Returns (key ARN, queue URL)."""
     create_tables(boto3.client("dynamodb", region_name=REGION))
+    s3 = boto3.client("s3", region_name=REGION)
+    for bucket in definitions.BUCKETS:
+        s3.create_bucket(Bucket=bucket_name(bucket.id))
     key_arn = make_key()
     events = boto3.client("events", region_name=REGION)
     events.create_event_bus(Name="expediente")
