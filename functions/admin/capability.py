@@ -277,16 +277,79 @@ RESOURCES: tuple[ResourceCapability, ...] = (
         type="Observation",
         interactions=_MAINTAINED,
         documentation="Vital signs (LOINC 8310-5, 8867-4, 9279-1, 85354-9 with 8480-6/8462-4, 29463-7, 8302-2, "
-        "39156-5, 59408-5) with UCUM units and plausible-range checks; corrections are new versions.",
+        "39156-5, 59408-5) with UCUM units and plausible-range checks, and laboratory results (a test of the "
+        "shipped LOINC catalogue; valueQuantity in UCUM, valueString, valueCodeableConcept or dataAbsentReason; "
+        "referenceRange; basedOn = the laboratory ServiceRequest). The server sets the interpretation (L/N/H "
+        "from the range, LL/HH from the tenant's critical limits or the laboratory's own critical flag); a "
+        "critical result opens a Communication alert and a CriticalResultDetected event. Corrections are new "
+        "versions (corrected/amended); results are never deleted.",
         search_params=(
             SearchParam("patient", "reference", "Patient/<id> or <id>", f"{_SP}clinical-patient"),
             SearchParam("subject", "reference", "Same as patient", f"{_SP}Observation-subject"),
             SearchParam("encounter", "reference", "Encounter/<id>", f"{_SP}clinical-encounter"),
-            SearchParam("category", "token", "vital-signs", f"{_SP}Observation-category"),
+            SearchParam("based-on", "reference", "ServiceRequest/<id>: the results of an order",
+                        f"{_SP}Observation-based-on"),
+            SearchParam("category", "token", "vital-signs | laboratory", f"{_SP}Observation-category"),
             SearchParam("code", "token", "LOINC code", f"{_SP}clinical-code"),
             SearchParam("status", "token", "final, amended, ...", f"{_SP}Observation-status"),
             SearchParam("date", "date", "When measured; eq/ge/gt/le/lt", f"{_SP}clinical-date"),
             _COUNT,
+        ),
+        operations=(
+            Operation("lastn", "http://hl7.org/fhir/OperationDefinition/Observation-lastn",
+                      "GET ?patient=&category=|code=&max=: the latest max (1-10) results of each code"),
+            Operation("trend", f"{_OD}Observation-trend",
+                      "GET ?patient=&code=[&date=]: one test over time, oldest first, as Parameters points "
+                      "(value, unit, low, high, interpretation, status) ready for a chart"),
+            Operation("acknowledge", f"{_OD}Observation-acknowledge",
+                      "POST Parameters readBack: a physician who was notified, is on call or works at the clinic "
+                      "acknowledges the open critical-result alert of this Observation (closed loop)"),
+        ),
+    ),
+    ResourceCapability(
+        type="DiagnosticReport",
+        interactions=_MAINTAINED,
+        documentation="Laboratory reports: code (LOINC test or panel), basedOn the lab orders, result = that "
+        "patient's laboratory Observations (final reports group final results only), conclusion, presentedForm "
+        "(the printable report, HTML or PDF). A final report completes its order. From the API (lab role) and "
+        "from HL7 v2 ORU^R01 (one report per order group).",
+        search_params=(
+            SearchParam("patient", "reference", "Patient/<id> or <id>", f"{_SP}clinical-patient"),
+            SearchParam("subject", "reference", "Same as patient", f"{_SP}DiagnosticReport-subject"),
+            SearchParam("encounter", "reference", "Encounter/<id>", f"{_SP}clinical-encounter"),
+            SearchParam("based-on", "reference", "ServiceRequest/<id>", f"{_SP}DiagnosticReport-based-on"),
+            SearchParam("code", "token", "LOINC code", f"{_SP}clinical-code"),
+            SearchParam("status", "token", "registered | partial | preliminary | final | ...",
+                        f"{_SP}DiagnosticReport-status"),
+            SearchParam("date", "date", "Clinically relevant time; eq/ge/gt/le/lt", f"{_SP}clinical-date"),
+            SearchParam("_include", "special", "DiagnosticReport:result"),
+            _COUNT,
+        ),
+        operations=(
+            Operation("print", f"{_OD}DiagnosticReport-print",
+                      "GET ?_format=pdf|html: the printable report with a small trend chart per abnormal test"),
+        ),
+    ),
+    ResourceCapability(
+        type="Communication",
+        interactions=("read", "vread", "history-instance", "search-type"),
+        documentation="Critical-result alerts (category alert, priority stat), written by the server: in-progress "
+        "until a physician acknowledges it ($acknowledge on the Observation: received, acknowledged-by, payload = "
+        "the read-back), recipient = everyone notified, escalated to the next contact at each missed deadline "
+        "(extensions acknowledge-by, escalation-level; every escalation is a version).",
+        search_params=(
+            SearchParam("patient", "reference", "Patient/<id> or <id>", f"{_SP}clinical-patient"),
+            SearchParam("clinic", "token", "The clinic's CLUES"),
+            SearchParam("about", "reference", "Observation/<id>"),
+            SearchParam("status", "token", "in-progress | completed", f"{_SP}Communication-status"),
+            SearchParam("sent", "date", "When detected; eq/ge/gt/le/lt", f"{_SP}Communication-sent"),
+            SearchParam("_include", "special", "Communication:about"),
+            _COUNT,
+        ),
+        operations=(
+            Operation("time-to-acknowledge", f"{_OD}Communication-time-to-acknowledge",
+                      "GET ?clinic=&date=: alerts, acknowledged, open, overdue, escalated and the median, p90 "
+                      "and maximum seconds to acknowledge"),
         ),
     ),
     ResourceCapability(

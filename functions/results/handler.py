@@ -117,7 +117,7 @@ def search_observations() -> Response[str]:
 def lastn() -> Response[str]:
     """FHIR ``$lastn``: the latest ``max`` results of each code of a patient (by category or codes)."""
     ctx = request_context(app)
-    ctx.require(OBSERVATION, Interaction.SEARCH)
+    ctx.require(OBSERVATION, Interaction.LASTN)
     params = observations.search_params(query_params(app))
     found = views.lastn(ctx, repository(), params)
     audit.record(ctx, AuditEntry(OBSERVATION, Action.SEARCH, None, patients_of(found), 200,
@@ -131,7 +131,7 @@ def lastn() -> Response[str]:
 def trend() -> Response[str]:
     """One test of one patient over time, oldest first, as points ready for a chart (values, units, ranges, flags)."""
     ctx = request_context(app)
-    ctx.require(OBSERVATION, Interaction.SEARCH)
+    ctx.require(OBSERVATION, Interaction.TREND)
     params = observations.search_params(query_params(app))
     series = views.trend(ctx, repository(), params)
     audit.record(ctx, AuditEntry(OBSERVATION, Action.SEARCH, None, patients_of(series.found), 200,
@@ -240,7 +240,7 @@ def update_report(resource_id: str) -> Response[str]:
 def print_report(resource_id: str) -> Response[Any]:
     """The printable report: ``_format=pdf`` (default) or ``html``, with a trend chart per abnormal test."""
     ctx = request_context(app)
-    ctx.require(REPORT, Interaction.READ)
+    ctx.require(REPORT, Interaction.PRINT)
     fmt = (query_params(app).get("_format") or "pdf").lower()
     if fmt not in ("pdf", "html"):
         raise Invalid("_format must be pdf or html", expression="_format")
@@ -273,7 +273,7 @@ def search_alerts() -> Response[str]:
 def time_to_acknowledge() -> Response[str]:
     """Per clinic: how many critical results, how many acknowledged, escalated, and how fast."""
     ctx = request_context(app)
-    ctx.require(ALERT, Interaction.SEARCH)
+    ctx.require(ALERT, Interaction.TIME_TO_ACKNOWLEDGE)
     params = query_params(app)
     summary = views.time_to_acknowledge(ctx, repository(), params)
     audit.record(ctx, AuditEntry(ALERT, Action.SEARCH, None, (), 200, query_params=tuple(sorted(params)),

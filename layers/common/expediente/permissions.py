@@ -40,6 +40,10 @@ class Interaction(StrEnum):
     PUBLIC_KEY = "$public-key"
     REGISTER_CERTIFICATE = "$register-certificate"
     ACKNOWLEDGE = "$acknowledge"
+    LASTN = "$lastn"
+    TREND = "$trend"
+    PRINT = "$print"
+    TIME_TO_ACKNOWLEDGE = "$time-to-acknowledge"
 
 
 _I = Interaction
@@ -48,6 +52,7 @@ _LOOKUP: Final = frozenset({_I.READ, _I.SEARCH})
 _MAINTAIN: Final = _READ_ONLY | {_I.CREATE, _I.UPDATE}
 _CLINICAL: Final = (Role.PHYSICIAN, Role.NURSE, Role.PHARMACIST, Role.LAB, Role.RADIOLOGY, Role.RECEPTION)
 _OWN_RECORD: Final = frozenset({_I.READ, _I.VREAD, _I.HISTORY, _I.SEARCH})  # patient role, own compartment
+_VIEWS: Final = frozenset({_I.LASTN, _I.TREND})  # results views: whoever searches results may use them
 
 # Nobody holds DELETE on clinical data: NOM-004 5.11 forbids erasures.
 PERMISSIONS: Final[dict[str, dict[Role, frozenset[Interaction]]]] = {
@@ -102,28 +107,28 @@ PERMISSIONS: Final[dict[str, dict[Role, frozenset[Interaction]]]] = {
     # is refined in functions/results/observations.py. Acknowledging a critical result (closed loop)
     # is a physician's act.
     "Observation": {
-        Role.PHYSICIAN: _MAINTAIN | {_I.ACKNOWLEDGE},
-        Role.NURSE: _MAINTAIN,
-        Role.PHARMACIST: _READ_ONLY,
-        Role.LAB: _MAINTAIN,
-        Role.RADIOLOGY: _READ_ONLY,
-        Role.PATIENT: _OWN_RECORD,
+        Role.PHYSICIAN: _MAINTAIN | _VIEWS | {_I.ACKNOWLEDGE},
+        Role.NURSE: _MAINTAIN | _VIEWS,
+        Role.PHARMACIST: _READ_ONLY | _VIEWS,
+        Role.LAB: _MAINTAIN | _VIEWS,
+        Role.RADIOLOGY: _READ_ONLY | _VIEWS,
+        Role.PATIENT: _OWN_RECORD | _VIEWS,
     },
     "DiagnosticReport": {
-        Role.LAB: _MAINTAIN,
-        Role.PHYSICIAN: _READ_ONLY,
-        Role.NURSE: _READ_ONLY,
-        Role.PHARMACIST: _READ_ONLY,
-        Role.RADIOLOGY: _READ_ONLY,
-        Role.PATIENT: _OWN_RECORD,
+        Role.LAB: _MAINTAIN | {_I.PRINT},
+        Role.PHYSICIAN: _READ_ONLY | {_I.PRINT},
+        Role.NURSE: _READ_ONLY | {_I.PRINT},
+        Role.PHARMACIST: _READ_ONLY | {_I.PRINT},
+        Role.RADIOLOGY: _READ_ONLY | {_I.PRINT},
+        Role.PATIENT: _OWN_RECORD | {_I.PRINT},
     },
     # Critical-result alerts (closed-loop communication); written only by the results rules.
     "Communication": {
-        Role.PHYSICIAN: _READ_ONLY,
-        Role.NURSE: _READ_ONLY,
-        Role.LAB: _READ_ONLY,
-        Role.AUDITOR: _READ_ONLY,
-        Role.ADMIN: frozenset({_I.SEARCH}),
+        Role.PHYSICIAN: _READ_ONLY | {_I.TIME_TO_ACKNOWLEDGE},
+        Role.NURSE: _READ_ONLY | {_I.TIME_TO_ACKNOWLEDGE},
+        Role.LAB: _READ_ONLY | {_I.TIME_TO_ACKNOWLEDGE},
+        Role.AUDITOR: _READ_ONLY | {_I.TIME_TO_ACKNOWLEDGE},
+        Role.ADMIN: frozenset({_I.SEARCH, _I.TIME_TO_ACKNOWLEDGE}),
     },
     # The tenant's critical limits, acknowledgement deadline and on-call physicians.
     "CriticalResultsPolicy": {
