@@ -2,8 +2,10 @@
 
 Starts the embedded AWS (moto, 127.0.0.1:4566 or ``EXPEDIENTE_AWS_PORT``), provisions it from
 ``infra.definitions``, opens the API front door (127.0.0.1:3000 or ``EXPEDIENTE_API_PORT``),
-seeds the demo tenants and writes ``.local/stack.json``. Ctrl-C or SIGTERM stops both servers
-and exits 0. Exit status 1 means the stack could not start (the reason is on stderr).
+starts the queue dispatcher (SQS event sources) and the scheduler (``EXPEDIENTE_LOCAL_SCHEDULE_SECONDS``
+overrides the periods), seeds the demo tenants and writes ``.local/stack.json``. Ctrl-C or SIGTERM
+stops everything and exits 0. Exit status 1 means the stack could not start (the reason is on
+stderr).
 """
 
 from __future__ import annotations
@@ -50,6 +52,17 @@ def _banner(stack: LocalStack) -> str:
         f"  User pool     {stack.aws.user_pool_id}, app client {stack.aws.user_pool_client_id}",
         f"  Stack file    {stack.stack_file}",
     ]
+    if stack.dispatcher is not None:
+        for mapping in stack.dispatcher.mappings:
+            lines.append(f"  Consumer      {mapping.function_id} <- queue {mapping.queue_id} "
+                         f"(batches of {mapping.batch_size})")
+    if stack.scheduler is not None:
+        for schedule in stack.scheduler.schedules.values():
+            period = stack.scheduler.period_s(schedule)
+            lines.append(f"  Schedule      {schedule.id}: {schedule.function} every {period:g} s"
+                         if period > 0 else f"  Schedule      {schedule.id}: off")
+    for topic in stack.aws.topics.values():
+        lines.append(f"  Topic         {topic.id}: what it publishes lands in {topic.inbox_url}")
     first_user = None
     for tenant in stack.tenants:
         clinics = ", ".join(clinic.clues for clinic in tenant.clinics)
@@ -80,6 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("werkzeug").setLevel(logging.WARNING)
     logging.getLogger("botocore").setLevel(logging.WARNING)
     logging.getLogger("local.frontdoor").setLevel(logging.INFO if options.verbose else logging.WARNING)
+    logging.getLogger("local.dispatch").setLevel(logging.INFO if options.verbose else logging.WARNING)
 
     stop = threading.Event()
 
@@ -103,6 +117,9 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except (SeedError, ClientError, BotoCoreError) as error:
         logger.error("cannot seed the demo data: %s (use --no-seed to start without it)", error)
+        return 1
+    except ValueError as error:
+        logger.error("cannot start: %s", error)
         return 1
     sys.stdout.write(_banner(stack))
     sys.stdout.flush()

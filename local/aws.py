@@ -1,12 +1,15 @@
 """The embedded AWS of the local stack: moto in server mode on 127.0.0.1.
 
 ``EmbeddedAws`` runs moto's WSGI application in a background thread; ``provision`` creates, from
-``infra.definitions`` and nothing else, what the stateful CDK stack declares: DynamoDB tables
-(keys, GSIs, TTL), the application KMS key, versioned buckets with the ingest bucket's
-ObjectCreated notification to SQS, queues with dead-letter queues, the custom EventBridge bus
-with one rule per ``RuleDef``, and the Cognito user pool (groups = roles, ``custom:*`` attributes,
-an app client for USER_PASSWORD_AUTH). The result is a ``LocalAws``: names, ARNs and the
-environment each function receives.
+``infra.definitions`` and nothing else, what the CDK stacks declare: DynamoDB tables (keys, GSIs,
+TTL), the application KMS key, versioned buckets with the ingest bucket's ObjectCreated
+notification to SQS, queues with dead-letter queues (visibility timeouts and redrive from
+``infra.delivery``), SNS topics, the custom EventBridge bus with one rule per ``RuleDef``
+(delivering to its queue and topics), one rule on the default bus per ``ScheduleDef``, and the
+Cognito user pool (groups = roles, ``custom:*`` attributes, an app client for
+USER_PASSWORD_AUTH). The result is a ``LocalAws``: names, ARNs and the environment each function
+receives. What moto does not run by itself (schedules firing, SQS event sources invoking
+functions) ``local.dispatch`` does.
 
 Documented differences from the deployed stack:
 
@@ -18,6 +21,11 @@ Documented differences from the deployed stack:
   encrypted, and there is no CloudTrail, alarm topic or backup plan.
 - The event bus is named ``expediente``; the deployed one has a generated name (both reach
   functions as ``EVENT_BUS_NAME``).
+- Each topic has a local-only SQS subscriber, ``<topic name>-inbox`` (raw message delivery), so
+  tests and the demo can read what was notified; deployed topics get people's channels instead.
+  Topics are not encrypted (there is no messaging key).
+- Schedule rules target a Lambda ARN that moto does not run: ``local.dispatch.Scheduler`` invokes
+  the function in-process on the rule's period.
 - Credentials are fake (``testing``), set only on the boto3 sessions this module creates and in
   the environment handed to functions; nothing is written to ``~/.aws``.
 """
@@ -31,7 +39,7 @@ import os
 import socket
 import threading
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import boto3
@@ -40,7 +48,19 @@ from botocore.config import Config
 from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
 from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 
-from infra.definitions import BUCKETS, FUNCTIONS, QUEUES, ROLES, RULES, TABLES, USER_ATTRIBUTES, QueueDef
+from infra import delivery
+from infra.definitions import (
+    BUCKETS,
+    FUNCTIONS,
+    QUEUES,
+    ROLES,
+    RULES,
+    SCHEDULES,
+    TABLES,
+    TOPICS,
+    USER_ATTRIBUTES,
+    QueueDef,
+)
 from local.routes import RouteTable
 
 logger = logging.getLogger(__name__)
@@ -57,15 +77,21 @@ FAKE_SECRET_ACCESS_KEY = "testing"
 
 NAME_PREFIX = "expediente-local"
 EVENT_BUS_NAME = "expediente"
+# Schedules cannot live on a custom bus: the stateless stack puts them on the account's default.
+DEFAULT_EVENT_BUS = "default"
 # Same aliases as the stateful stack (alias/<stage->expediente/<name>).
 KEY_ALIASES = {"app": "alias/expediente/app", "storage": "alias/expediente/storage"}
-DLQ_MAX_RECEIVE_COUNT = 5
+DLQ_MAX_RECEIVE_COUNT = delivery.MAX_RECEIVE_COUNT
+# Callers invoke the functions' alias (SnapStart), as in the stateless stack.
+FUNCTION_ALIAS = "live"
 
 # ObjectCreated in the ingest bucket feeds the dicom_ingest queue (architecture: "S3 ingest
 # bucket → ObjectCreated → SQS (DLQ)"). infra.definitions does not declare that queue yet; until
 # it does, the local stack adds it here so the S3 → SQS path exists.
 INGEST_BUCKET_ID = "ingest"
-INGEST_QUEUE = QueueDef(id="ingest", purpose="ObjectCreated events of the ingest bucket for dicom_ingest")
+INGEST_QUEUE = QueueDef(
+    id=delivery.INGEST_QUEUE_ID, purpose="ObjectCreated events of the ingest bucket for dicom_ingest"
+)
 
 # How often a server thread checks for shutdown (werkzeug's default 0.5 s makes Ctrl-C feel slow).
 SERVE_POLL_S = 0.1
@@ -76,6 +102,16 @@ _CLIENT_CONFIG = Config(connect_timeout=5, read_timeout=30, retries={"max_attemp
 def resource_name(resource_id: str) -> str:
     """The local physical name of a table, bucket, queue or rule (DNS-safe for buckets)."""
     return f"{NAME_PREFIX}-{resource_id.replace('_', '-')}"
+
+
+def function_name(function_id: str) -> str:
+    """The local Lambda function name (``expediente-local-<id>``), as in the Lambda-like context."""
+    return resource_name(function_id)
+
+
+def function_arn(region: str, account_id: str, function_id: str) -> str:
+    """The ARN of the function's ``live`` alias, the target schedules and event sources name."""
+    return f"arn:aws:lambda:{region}:{account_id}:function:{function_name(function_id)}:{FUNCTION_ALIAS}"
 
 
 def queue_definitions() -> tuple[QueueDef, ...]:
@@ -238,11 +274,34 @@ class QueueInfo:
 
 
 @dataclass(frozen=True)
+class TopicInfo:
+    """A provisioned SNS topic and its local inbox queue (an SQS subscriber with raw delivery)."""
+
+    id: str
+    name: str
+    arn: str
+    inbox_url: str
+    inbox_arn: str
+
+
+@dataclass(frozen=True)
+class ScheduleInfo:
+    """A provisioned schedule: a rule on the default bus that invokes ``function`` every ``minutes``."""
+
+    id: str
+    rule_name: str
+    rule_arn: str
+    function: str
+    minutes: int
+
+
+@dataclass(frozen=True)
 class LocalAws:
     """What ``provision`` created: where the embedded AWS is and the names of everything in it.
 
-    ``tables``, ``buckets`` and ``rules`` map definition ids to physical names; ``queues`` maps
-    queue ids to their ``QueueInfo``.
+    ``tables``, ``buckets`` and ``rules`` map definition ids to physical names; ``queues``,
+    ``topics`` and ``schedules`` map definition ids to their ``QueueInfo``, ``TopicInfo`` and
+    ``ScheduleInfo``.
     """
 
     endpoint: str
@@ -257,6 +316,8 @@ class LocalAws:
     key_app_arn: str
     user_pool_id: str
     user_pool_client_id: str
+    topics: Mapping[str, TopicInfo] = field(default_factory=dict)
+    schedules: Mapping[str, ScheduleInfo] = field(default_factory=dict)
 
     @property
     def issuer(self) -> str:
@@ -286,6 +347,15 @@ class LocalAws:
                 for queue_id, q in self.queues.items()
             },
             "rules": dict(self.rules),
+            "topics": {
+                topic_id: {"name": t.name, "arn": t.arn, "inbox_url": t.inbox_url, "inbox_arn": t.inbox_arn}
+                for topic_id, t in self.topics.items()
+            },
+            "schedules": {
+                schedule_id: {"rule_name": s.rule_name, "rule_arn": s.rule_arn, "function": s.function,
+                              "minutes": s.minutes}
+                for schedule_id, s in self.schedules.items()
+            },
         }
 
     @classmethod
@@ -304,7 +374,16 @@ class LocalAws:
             key_app_arn=document["key_app_arn"],
             user_pool_id=document["user_pool_id"],
             user_pool_client_id=document["user_pool_client_id"],
+            topics={topic_id: TopicInfo(id=topic_id, **t) for topic_id, t in document.get("topics", {}).items()},
+            schedules={
+                schedule_id: ScheduleInfo(id=schedule_id, **schedule)
+                for schedule_id, schedule in document.get("schedules", {}).items()
+            },
         )
+
+    def function_arn(self, function_id: str) -> str:
+        """The ARN of the function's ``live`` alias in this region and account."""
+        return function_arn(self.region, self.account_id, function_id)
 
     def session(self) -> boto3.Session:
         """A boto3 session with the fake credentials and this region (no endpoint: see ``client``)."""
@@ -364,11 +443,13 @@ def provision(endpoint: str, region: str = DEFAULT_REGION) -> LocalAws:
     tables = _create_tables(client("dynamodb"))
     queues = _create_queues(client("sqs"))
     buckets = _create_buckets(client("s3"), region=region, key_arn=key_storage_arn, queues=queues)
-    bus_arn, rules = _create_bus_and_rules(client("events"), queues)
+    topics = _create_topics(client("sns"), client("sqs"))
+    bus_arn, rules = _create_bus_and_rules(client("events"), queues, topics)
+    schedules = _create_schedules(client("events"), region)
     pool_id, client_id = _create_user_pool(client("cognito-idp"))
     logger.info(
-        "provisioned %d tables, %d buckets, %d queues, %d rules, %d groups",
-        len(tables), len(buckets), len(queues), len(rules), len(ROLES),
+        "provisioned %d tables, %d buckets, %d queues, %d topics, %d rules, %d schedules, %d groups",
+        len(tables), len(buckets), len(queues), len(topics), len(rules), len(schedules), len(ROLES),
     )
     return LocalAws(
         endpoint=endpoint,
@@ -383,6 +464,8 @@ def provision(endpoint: str, region: str = DEFAULT_REGION) -> LocalAws:
         key_app_arn=key_app_arn,
         user_pool_id=pool_id,
         user_pool_client_id=client_id,
+        topics=topics,
+        schedules=schedules,
     )
 
 
@@ -444,7 +527,11 @@ def _create_queues(sqs: Any) -> dict[str, QueueInfo]:
         dlq_url = sqs.create_queue(QueueName=f"{name}-dlq")["QueueUrl"]
         dlq_arn = _queue_arn(sqs, dlq_url)
         redrive = {"deadLetterTargetArn": dlq_arn, "maxReceiveCount": str(DLQ_MAX_RECEIVE_COUNT)}
-        url = sqs.create_queue(QueueName=name, Attributes={"RedrivePolicy": json.dumps(redrive)})["QueueUrl"]
+        attributes = {"RedrivePolicy": json.dumps(redrive)}
+        visibility = delivery.visibility_timeout_s(queue.id)
+        if visibility is not None:
+            attributes["VisibilityTimeout"] = str(visibility)
+        url = sqs.create_queue(QueueName=name, Attributes=attributes)["QueueUrl"]
         queues[queue.id] = QueueInfo(queue.id, name, url, _queue_arn(sqs, url), dlq_url, dlq_arn)
     return queues
 
@@ -490,7 +577,24 @@ def _create_buckets(s3: Any, *, region: str, key_arn: str, queues: Mapping[str, 
     return names
 
 
-def _create_bus_and_rules(events: Any, queues: Mapping[str, QueueInfo]) -> tuple[str, dict[str, str]]:
+def _create_topics(sns: Any, sqs: Any) -> dict[str, TopicInfo]:
+    """One topic per ``TopicDef``, each with its inbox queue subscribed (raw message delivery)."""
+    topics: dict[str, TopicInfo] = {}
+    for topic in TOPICS:
+        name = resource_name(topic.id)
+        arn = str(sns.create_topic(Name=name, Tags=[{"Key": "purpose", "Value": topic.purpose[:256]}])["TopicArn"])
+        inbox_url = sqs.create_queue(QueueName=f"{name}-inbox")["QueueUrl"]
+        inbox_arn = _queue_arn(sqs, inbox_url)
+        sns.subscribe(
+            TopicArn=arn, Protocol="sqs", Endpoint=inbox_arn, Attributes={"RawMessageDelivery": "true"},
+        )
+        topics[topic.id] = TopicInfo(topic.id, name, arn, inbox_url, inbox_arn)
+    return topics
+
+
+def _create_bus_and_rules(
+    events: Any, queues: Mapping[str, QueueInfo], topics: Mapping[str, TopicInfo]
+) -> tuple[str, dict[str, str]]:
     bus_arn = str(events.create_event_bus(Name=EVENT_BUS_NAME)["EventBusArn"])
     rules: dict[str, str] = {}
     for rule in RULES:
@@ -500,10 +604,34 @@ def _create_bus_and_rules(events: Any, queues: Mapping[str, QueueInfo]) -> tuple
         events.put_targets(
             Rule=name,
             EventBusName=EVENT_BUS_NAME,
-            Targets=[{"Id": rule.target_queue, "Arn": queues[rule.target_queue].arn}],
+            Targets=[
+                {"Id": rule.target_queue, "Arn": queues[rule.target_queue].arn},
+                *({"Id": topic_id, "Arn": topics[topic_id].arn} for topic_id in rule.target_topics),
+            ],
         )
         rules[rule.id] = name
     return bus_arn, rules
+
+
+def _create_schedules(events: Any, region: str) -> dict[str, ScheduleInfo]:
+    """One rule per ``ScheduleDef`` on the default bus, targeting the function's alias ARN.
+
+    moto stores the rule but never fires it: ``local.dispatch.Scheduler`` does.
+    """
+    schedules: dict[str, ScheduleInfo] = {}
+    for schedule in SCHEDULES:
+        name = resource_name(schedule.id)
+        rule_arn = str(events.put_rule(
+            Name=name, EventBusName=DEFAULT_EVENT_BUS, ScheduleExpression=delivery.rate_expression(schedule.minutes),
+            State="ENABLED", Description=schedule.purpose[:512],
+        )["RuleArn"])
+        events.put_targets(
+            Rule=name,
+            EventBusName=DEFAULT_EVENT_BUS,
+            Targets=[{"Id": schedule.function, "Arn": function_arn(region, ACCOUNT_ID, schedule.function)}],
+        )
+        schedules[schedule.id] = ScheduleInfo(schedule.id, name, rule_arn, schedule.function, schedule.minutes)
+    return schedules
 
 
 def _create_user_pool(cognito: Any) -> tuple[str, str]:
@@ -565,19 +693,27 @@ def describe_local_resources(local_aws: LocalAws) -> dict[str, Any]:
 
         {"tables": {id: {"pk", "sk", "indexes": {name: {"pk", "sk"}}, "ttl_attribute"}},
          "buckets": {id: {"versioned": bool, "notifications": {queue_id: [events]}}},
-         "queues": {id: {"dlq": bool}},
+         "queues": {id: {"dlq": bool, "max_receive_count": int, "visibility_timeout_s": int}},
+         "topics": {id: {"rules": [rule ids that deliver to it]}},
          "event_bus": name,
          "rules": {id: {"sources": [...], "detail_types": [...], "target_queues": [...]}},
+         "schedules": {id: {"function": function_id, "minutes": int, "bus": "default"}},
+         "event_sources": {function_id: {queue_id: {"batch_size": int, "report_batch_item_failures": bool}}},
          "routes": {function_id: {"authorized": [...], "public": [...]}},
          "user_pool": {"groups": [...], "custom_attributes": [...], "mfa": str,
                        "client_auth_flows": [...], "client_has_secret": bool}}
     """
+    from local.dispatch import describe_event_sources  # local.dispatch imports this module
+
     return {
         "tables": _describe_tables(local_aws),
         "buckets": _describe_buckets(local_aws),
         "queues": _describe_queues(local_aws),
+        "topics": _describe_topics(local_aws),
         "event_bus": local_aws.event_bus_name,
         "rules": _describe_rules(local_aws),
+        "schedules": _describe_schedules(local_aws),
+        "event_sources": describe_event_sources(),
         "routes": RouteTable.from_definitions().by_function(),
         "user_pool": _describe_user_pool(local_aws),
     }
@@ -624,24 +760,68 @@ def _describe_queues(local_aws: LocalAws) -> dict[str, Any]:
     sqs = local_aws.client("sqs")
     described: dict[str, Any] = {}
     for queue in local_aws.queues.values():
-        attributes = sqs.get_queue_attributes(QueueUrl=queue.url, AttributeNames=["RedrivePolicy"])["Attributes"]
+        attributes = sqs.get_queue_attributes(
+            QueueUrl=queue.url, AttributeNames=["RedrivePolicy", "VisibilityTimeout"]
+        )["Attributes"]
         redrive = json.loads(attributes.get("RedrivePolicy", "{}"))
-        described[queue.id] = {"dlq": redrive.get("deadLetterTargetArn") == queue.dlq_arn}
+        described[queue.id] = {
+            "dlq": redrive.get("deadLetterTargetArn") == queue.dlq_arn,
+            "max_receive_count": int(redrive.get("maxReceiveCount", 0)),
+            "visibility_timeout_s": int(attributes["VisibilityTimeout"]),
+        }
+    return described
+
+
+def _rule_targets(local_aws: LocalAws, rule_name: str) -> list[str]:
+    events = local_aws.client("events")
+    targets = events.list_targets_by_rule(Rule=rule_name, EventBusName=local_aws.event_bus_name)["Targets"]
+    return [str(target["Arn"]) for target in targets]
+
+
+def _describe_topics(local_aws: LocalAws) -> dict[str, Any]:
+    """Every topic in the embedded AWS with the bus rules that deliver to it."""
+    topic_ids = {topic.arn: topic.id for topic in local_aws.topics.values()}
+    arns = [topic["TopicArn"] for topic in local_aws.client("sns").list_topics()["Topics"]]
+    described: dict[str, Any] = {topic_ids.get(arn, arn): {"rules": []} for arn in arns}
+    for rule_id, name in local_aws.rules.items():
+        for arn in _rule_targets(local_aws, name):
+            if arn in topic_ids:
+                described[topic_ids[arn]]["rules"].append(rule_id)
+    for topic in described.values():
+        topic["rules"].sort()
     return described
 
 
 def _describe_rules(local_aws: LocalAws) -> dict[str, Any]:
+    """Every bus rule with its pattern and queue targets (topic targets: ``_describe_topics``)."""
     events = local_aws.client("events")
     queue_ids = {queue.arn: queue.id for queue in local_aws.queues.values()}
+    topic_arns = {topic.arn for topic in local_aws.topics.values()}
     described: dict[str, Any] = {}
     for rule_id, name in local_aws.rules.items():
         rule = events.describe_rule(Name=name, EventBusName=local_aws.event_bus_name)
         pattern = json.loads(rule["EventPattern"])
-        targets = events.list_targets_by_rule(Rule=name, EventBusName=local_aws.event_bus_name)["Targets"]
         described[rule_id] = {
             "sources": sorted(pattern.get("source", [])),
             "detail_types": sorted(pattern.get("detail-type", [])),
-            "target_queues": sorted(queue_ids.get(target["Arn"], target["Arn"]) for target in targets),
+            "target_queues": sorted(queue_ids.get(arn, arn) for arn in _rule_targets(local_aws, name)
+                                    if arn not in topic_arns),
+        }
+    return described
+
+
+def _describe_schedules(local_aws: LocalAws) -> dict[str, Any]:
+    events = local_aws.client("events")
+    function_ids = {local_aws.function_arn(fn.id): fn.id for fn in FUNCTIONS}
+    described: dict[str, Any] = {}
+    for schedule_id, schedule in local_aws.schedules.items():
+        rule = events.describe_rule(Name=schedule.rule_name, EventBusName=DEFAULT_EVENT_BUS)
+        targets = events.list_targets_by_rule(Rule=schedule.rule_name, EventBusName=DEFAULT_EVENT_BUS)["Targets"]
+        (target,) = targets
+        described[schedule_id] = {
+            "function": function_ids.get(target["Arn"], target["Arn"]),
+            "minutes": delivery.rate_minutes(rule["ScheduleExpression"]),
+            "bus": rule.get("EventBusName", DEFAULT_EVENT_BUS),
         }
     return described
 

@@ -3,6 +3,11 @@
 KMS ``Sign`` with ``MessageType=DIGEST``: real KMS signs the given SHA-256 digest as is; moto
 5 hashes it again, so its signatures would not verify against the public key (and the signing
 service refuses to store them). The embedded stack and the tests sign digests as KMS does.
+
+EventBridge → SNS: moto 5.2 delivers rule targets to SQS, logs, archives and buses only; an SNS
+target raises ``NotImplementedError`` inside ``PutEvents``, which then fails for the caller. Rules
+here publish to SNS topics as EventBridge does, and a rule that only has a schedule matches no
+event (moto matched every event to it, and then failed on its Lambda target).
 """
 
 from __future__ import annotations
@@ -110,7 +115,68 @@ def transact_writes_without_table_copies() -> None:
     _FAST_TRANSACTIONS = True
 
 
+_EVENTS_TO_SNS = False
+
+
+def deliver_events_to_sns_topics() -> None:
+    """Make EventBridge rules publish matching events to their SNS targets; idempotent.
+
+    The message is the event as EventBridge writes it to a topic (the same JSON an SQS target
+    receives, after the target's input transformer if any); SNS then delivers it to the topic's
+    subscriptions (an SQS subscription with raw delivery receives the event itself). Targets of
+    other kinds still go through moto's own delivery. A rule with a schedule and no event pattern
+    matches no event, as in EventBridge: moto would otherwise send every event on the default
+    bus to the scheduled rule's target.
+    """
+    global _EVENTS_TO_SNS
+    if _EVENTS_TO_SNS:
+        return
+    import contextlib
+    import copy
+    import json
+
+    from moto.core.utils import iso_8601_datetime_without_milliseconds, utcfromtimestamp
+    from moto.events.models import Rule
+    from moto.events.utils import EventTemplateParser
+    from moto.sns.models import sns_backends
+    from moto.utilities.arns import parse_arn
+
+    moto_send = Rule.send_to_targets
+
+    def send_to_targets(self: Any, original_event: Any, transform_input: bool = True) -> None:
+        if self.scheduled_expression and not self.event_pattern.get_pattern():
+            return
+        topics = [target for target in self.targets if parse_arn(target["Arn"]).service == "sns"]
+        if not topics:
+            moto_send(self, original_event, transform_input)
+            return
+        # moto's own delivery rewrites the event's time in place: keep a copy for the topics.
+        pristine = copy.deepcopy(original_event)
+        others = copy.copy(self)
+        others.targets = [target for target in self.targets if target not in topics]
+        moto_send(others, original_event, transform_input)
+        if not self.event_pattern.matches_event(pristine):
+            return
+        for target in topics:
+            event = copy.deepcopy(pristine)
+            if transform_input:
+                transformer = target.get("InputTransformer", {})
+                event = EventTemplateParser.parse(
+                    input_template=transformer.get("InputTemplate"),
+                    input_paths_map=transformer.get("InputPathsMap", {}),
+                    event=event,
+                )
+            with contextlib.suppress(KeyError, TypeError, ValueError):  # already ISO 8601, or absent
+                event["time"] = iso_8601_datetime_without_milliseconds(utcfromtimestamp(float(event["time"])))
+            arn = parse_arn(target["Arn"])
+            sns_backends[arn.account][arn.region].publish(message=json.dumps(event), arn=target["Arn"])
+
+    Rule.send_to_targets = send_to_targets  # type: ignore[method-assign]
+    _EVENTS_TO_SNS = True
+
+
 def apply() -> None:
     """Every patch above (the embedded stack, the tests and the benchmarks use the same moto)."""
     sign_digests_like_kms()
     transact_writes_without_table_copies()
+    deliver_events_to_sns_topics()

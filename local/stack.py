@@ -1,4 +1,5 @@
-"""The whole local stack in one object: embedded AWS, front door, demo data, ``stack.json``.
+"""The whole local stack in one object: embedded AWS, front door, queue dispatcher, scheduler,
+demo data, ``stack.json``.
 
 ``python -m local`` and the e2e fixtures both use ``LocalStack``::
 
@@ -12,13 +13,15 @@ import json
 import logging
 import os
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
 from local import aws, frontdoor
 from local.aws import EmbeddedAws, LocalAws, provision
-from local.frontdoor import FrontDoor
+from local.dispatch import QueueDispatcher, Scheduler
+from local.frontdoor import FrontDoor, FunctionRunner, Handler
 from local.seed import SeededClinic, SeededTenant, SeededUser, seed
 
 logger = logging.getLogger(__name__)
@@ -36,7 +39,10 @@ class LocalStack:
     """Starts, seeds and stops everything; ``start`` returns once requests can be served.
 
     ``seed=False`` skips the demo data (``tenants`` stays empty). ``stack_file=None`` writes no
-    file.
+    file. ``handlers`` replaces ``functions.<id>.handler.lambda_handler`` for the given function
+    ids, wherever the function is invoked from (front door, queue dispatcher, scheduler): tests
+    use it to run a recording handler. ``schedule_seconds`` replaces every schedule's period
+    (default: ``EXPEDIENTE_LOCAL_SCHEDULE_SECONDS``, else the schedule's minutes; 0 = off).
     """
 
     def __init__(
@@ -47,30 +53,44 @@ class LocalStack:
         region: str = aws.DEFAULT_REGION,
         seed: bool = True,
         stack_file: Path | None = DEFAULT_STACK_FILE,
+        handlers: Mapping[str, Handler] | None = None,
+        schedule_seconds: float | None = None,
     ) -> None:
         self._api_port = api_port
         self._region = region
         self._seed = seed
+        self._handlers = dict(handlers or {})
+        self._schedule_seconds = schedule_seconds
         self.stack_file = stack_file
         self._embedded = EmbeddedAws(port=aws_port)
         self._front_door: FrontDoor | None = None
+        self.dispatcher: QueueDispatcher | None = None
+        self.scheduler: Scheduler | None = None
         self.aws: LocalAws | None = None
         self.api_url = ""
         self.tenants: list[SeededTenant] = []
         self.startup_seconds = 0.0
 
     def start(self) -> LocalStack:
-        """Start AWS, provision, open the front door, seed, write the stack file.
+        """Start AWS, provision, open the front door, start the dispatcher and scheduler, seed, write
+        the stack file.
 
         On any failure, stops what already started and re-raises (OSError for a busy port,
-        SeedError or botocore's ClientError for a refused step).
+        SeedError or botocore's ClientError for a refused step, ValueError for a malformed
+        ``EXPEDIENTE_LOCAL_SCHEDULE_SECONDS``).
         """
         started = time.monotonic()
         try:
             endpoint = self._embedded.start()
             self.aws = provision(endpoint, self._region)
-            self._front_door = FrontDoor(self.aws)
+            # One runner for every caller: one handler cache, one environment lock.
+            runner = FunctionRunner(self.aws, handlers=self._handlers)
+            self._front_door = FrontDoor(self.aws, runner=runner)
             self.api_url = self._front_door.start(port=self._api_port)
+            self.dispatcher = QueueDispatcher(self.aws, runner)
+            self.dispatcher.start()
+            self.scheduler = Scheduler(self.aws, runner, period_s=self._schedule_seconds)
+            self.scheduler.start()
             if self._seed:
                 self.seed_demo_data()
             elif self.stack_file is not None:
@@ -95,7 +115,14 @@ class LocalStack:
         return self.tenants
 
     def stop(self) -> None:
-        """Stop the front door, then the embedded AWS; safe to call twice."""
+        """Stop the scheduler, the dispatcher, the front door, then the embedded AWS; safe to call twice.
+
+        A handler that is running finishes first (the scheduler and dispatcher wait for it).
+        """
+        for service in (self.scheduler, self.dispatcher):
+            if service is not None:
+                service.stop()
+        self.scheduler = self.dispatcher = None
         if self._front_door is not None:
             self._front_door.stop()
             self._front_door = None

@@ -31,7 +31,7 @@ from __future__ import annotations
 import base64
 import hashlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
@@ -251,6 +251,7 @@ def plan_oru(ctx: RequestContext, message: codec.OruMessage, key: str, ports: Re
         if not _allowed(ctx, needed):
             raise codec.Hl7Error.at("207", "MSH", 9, f"Role {ctx.role_names} may not send results (ORU^R01)",
                                     framing=True)
+    ports = replace(ports, load=_remembering(ports.load))  # the patient and the order are read once per message
     repo = ports.repo
     patient = _patient_of(ctx, message, ports)
     plan = _Plan([], [], [])
@@ -269,6 +270,10 @@ def plan_oru(ctx: RequestContext, message: codec.OruMessage, key: str, ports: Re
                     if item.get("status") != "entered-in-error"}
         group_results: list[str] = []
         in_message: dict[str, dict[str, Any]] = {}
+        # Results this message may already have written (an earlier, interrupted delivery): one batch read.
+        codes = [o.code.code_in("LN") or "" for o in group.observations]
+        derived = [_result_id(key, code, order_id) for code in codes if code and code not in existing]
+        earlier = repo.stores["Observation"].batch_get(ctx.tenant, derived) if derived else {}
         for obx in group.observations:
             obx_sequence += 1
             if obx.status == "I":
@@ -280,12 +285,13 @@ def plan_oru(ctx: RequestContext, message: codec.OruMessage, key: str, ports: Re
                                      sequence=obx_sequence)
             code = body["code"]["coding"][0]["code"]
             try:
-                prepared = _prepare_result(ctx, body, key, ports, existing.get(code), now=now,
+                prepared = _prepare_result(ctx, body, key, ports, existing.get(code), earlier, now=now,
                                            new_id=_ids(key, str(group_number), obx.set_id or str(obx_sequence), code))
             except DomainError as exc:
                 raise _domain_error(exc, segment="OBX", sequence=obx_sequence) from exc
             if prepared is None:  # already written by an interrupted earlier delivery of this message
-                group_results.append(str(existing[code]["rid"]))
+                group_results.append(str(existing[code]["rid"]) if code in existing else _result_id(key, code,
+                                                                                                     order_id))
                 continue
             plan.prepared.append(prepared)
             plan.written += [f"{w.resource_type}/{w.id}" for w in prepared.writes]
@@ -298,8 +304,28 @@ def plan_oru(ctx: RequestContext, message: codec.OruMessage, key: str, ports: Re
         if report is not None:
             plan.prepared.append(report)
             plan.written.append(f"DiagnosticReport/{report.resource['id']}")
+            # The report's ResultRecorded tells the orders function about the whole group at once.
+            plan.events = [e for e in plan.events if not (type(e).__name__ == "ResultRecorded"
+                                                          and order_id in getattr(e, "order_ids", ()))]
             plan.events += report.events
     return plan
+
+
+def _remembering(load: observations.Load) -> observations.Load:
+    """``load`` that reads each reference once (for the length of one message)."""
+    seen: dict[str, dict[str, Any] | None] = {}
+
+    def remembered(ctx: RequestContext, ref: records.Ref) -> dict[str, Any] | None:
+        key = str(ref)
+        if key not in seen:
+            seen[key] = load(ctx, ref)
+        return seen[key]
+
+    return remembered
+
+
+def _result_id(key: str, code: str, order_id: str) -> str:
+    return derived_id(key, "result", code, order_id)
 
 
 def _allowed(ctx: RequestContext, resource_type: str) -> bool:
@@ -317,13 +343,14 @@ def _ids(key: str, *parts: str) -> Callable[[], str]:
 
 
 def _prepare_result(ctx: RequestContext, body: dict[str, Any], key: str, ports: ResultsPorts,
-                    existing: Mapping[str, Any] | None, *, now: str, new_id: Callable[[], str]
-                    ) -> observations.Prepared | None:
+                    existing: Mapping[str, Any] | None, earlier: Mapping[str, Stored], *, now: str,
+                    new_id: Callable[[], str]) -> observations.Prepared | None:
     """A new result, or the next version of the order's result of the same code; None when this very
-    message already wrote it."""
+    message already wrote it (``earlier``: what an interrupted delivery of it wrote)."""
     if existing is None:
-        result_id = derived_id(key, "result", body["code"]["coding"][0]["code"], str(body["basedOn"]))
-        stored = _current(ports.repo, ctx, "Observation", result_id)
+        order_id = str(body["basedOn"][0]["reference"]).split("/")[1]
+        result_id = _result_id(key, body["code"]["coding"][0]["code"], order_id)
+        stored = earlier.get(result_id)
         if stored is not None:
             return None if stored.attrs.get("hl7") == key else _next_version(ctx, stored, body, key, ports, now,
                                                                             new_id)
@@ -389,8 +416,9 @@ def _prepare_report(ctx: RequestContext, group: codec.OruOrder, group_number: in
         body["conclusion"] = "\n".join(group.notes)
 
     def load_results(c: RequestContext, ids: list[str]) -> dict[str, dict[str, Any]]:
-        stored = {s.resource["id"]: s.resource for s in ports.repo.get_many(c, "Observation",
-                                                                            [i for i in ids if i not in in_message])}
+        others = [i for i in ids if i not in in_message]
+        stored = {s.resource["id"]: s.resource for s in ports.repo.get_many(c, "Observation", others)} \
+            if others else {}
         return {**stored, **in_message}
 
     existing = _index_items(ports.repo, ctx, "DiagnosticReport", order_id)

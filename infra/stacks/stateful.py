@@ -1,9 +1,10 @@
 """The stateful stack: everything that holds data or identity and must outlive a redeploy.
 
-Keys, DynamoDB tables, S3 buckets, the user pool, the event bus with its rules and queues, the
-CloudTrail trail and the backup plan. Every resource here is ``RETAIN``; tables and the user pool
-also have deletion protection. All of it is built by iterating over ``infra.definitions``, so a
-table, bucket, queue, rule or role added there appears here with no other change.
+Keys, DynamoDB tables, S3 buckets, the user pool, the event bus with its rules, queues and
+topics, the CloudTrail trail and the backup plan. Every resource here is ``RETAIN``; tables and
+the user pool also have deletion protection. All of it is built by iterating over
+``infra.definitions``, so a table, bucket, queue, topic, rule or role added there appears here
+with no other change.
 
 The stateless stack receives :class:`SharedResources`, never this stack itself.
 """
@@ -30,7 +31,7 @@ from aws_cdk import aws_sns as sns
 from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
-from infra import definitions
+from infra import definitions, delivery
 from infra.nag import INLINE_POLICY_REASON, acknowledge
 from infra.naming import bucket_name, pascal, table_name
 
@@ -38,12 +39,8 @@ from infra.naming import bucket_name, pascal, table_name
 # it are kept as long.
 RECORD_RETENTION = cdk.Duration.days(5 * 365 + 2)
 LOG_RETENTION = logs.RetentionDays.FIVE_YEARS
-# A message is retried this many times before it is parked in the dead-letter queue.
-MAX_RECEIVE_COUNT = 5
 # The bucket whose uploads feed the DICOM ingest queue (BucketDef has no notification field yet).
 INGEST_BUCKET = "ingest"
-# Long enough for the future DICOM ingest function (timeout up to 60 s) to be retried safely.
-INGEST_VISIBILITY_TIMEOUT = cdk.Duration.minutes(6)
 
 _REPLICATION_REASON = (
     "Cross-region replication is a per-deployment disaster-recovery choice: the only AWS region "
@@ -70,6 +67,7 @@ class SharedResources:
     alarm_topic: sns.ITopic
     queues: Mapping[str, sqs.IQueue]
     ingest_queue: sqs.IQueue
+    topics: Mapping[str, sns.ITopic]
 
     def table(self, scope: Construct, table_id: str) -> dynamodb.ITable:
         """Table ``table_id`` (with its indexes and key) as a reference inside ``scope``."""
@@ -126,10 +124,10 @@ class StatefulStack(cdk.Stack):
         self.buckets = {b.id: self._bucket(b) for b in definitions.BUCKETS}
 
         self.event_bus = events.EventBus(self, "EventBus", description="Expediente domain events")
-        self.queues = {q.id: self._queue(pascal(q.id), q.purpose) for q in definitions.QUEUES}
+        self.queues = {q.id: self._queue(q.id, q.purpose) for q in definitions.QUEUES}
+        self.topics = {t.id: self._topic(t) for t in definitions.TOPICS}
         self.rules = {rule.id: self._rule(rule) for rule in definitions.RULES}
-        self.ingest_queue = self._queue("Ingest", "ObjectCreated notifications of the ingest bucket",
-                                        visibility_timeout=INGEST_VISIBILITY_TIMEOUT)
+        self.ingest_queue = self._queue(delivery.INGEST_QUEUE_ID, "ObjectCreated notifications of the ingest bucket")
         self._notify_on_upload(self.buckets[INGEST_BUCKET], self.ingest_queue)
 
         self.user_pool, self.user_pool_client = self._user_pool()
@@ -140,6 +138,7 @@ class StatefulStack(cdk.Stack):
             bucket_names={b.id: bucket_name(name_prefix, b.id) for b in definitions.BUCKETS},
             queues=self.queues,
             ingest_queue=self.ingest_queue,
+            topics=self.topics,
             storage_key=self.storage_key,
             app_key=self.app_key,
             logs_key=self.logs_key,
@@ -265,8 +264,14 @@ class StatefulStack(cdk.Stack):
 
     # Events and queues ---------------------------------------------------------------------------
 
-    def _queue(self, name: str, purpose: str, *,
-               visibility_timeout: cdk.Duration | None = None) -> sqs.Queue:
+    def _queue(self, queue_id: str, purpose: str) -> sqs.Queue:
+        """A KMS-encrypted, TLS-only queue with an alarmed dead-letter queue.
+
+        Its visibility timeout comes from ``infra.delivery`` (longer for queues that functions
+        consume, so a batch being processed is never delivered twice).
+        """
+        name = pascal(queue_id)
+        visibility = delivery.visibility_timeout_s(queue_id)
         dlq = sqs.Queue(
             self, f"{name}DeadLetterQueue",
             encryption=sqs.QueueEncryption.KMS,
@@ -279,8 +284,8 @@ class StatefulStack(cdk.Stack):
             encryption=sqs.QueueEncryption.KMS,
             encryption_master_key=self.messaging_key,
             enforce_ssl=True,
-            visibility_timeout=visibility_timeout,
-            dead_letter_queue=sqs.DeadLetterQueue(max_receive_count=MAX_RECEIVE_COUNT, queue=dlq),
+            visibility_timeout=cdk.Duration.seconds(visibility) if visibility is not None else None,
+            dead_letter_queue=sqs.DeadLetterQueue(max_receive_count=delivery.MAX_RECEIVE_COUNT, queue=dlq),
         )
         alarm = cloudwatch.Alarm(
             self, f"{name}DeadLetterAlarm",
@@ -294,17 +299,39 @@ class StatefulStack(cdk.Stack):
         alarm.add_alarm_action(cw_actions.SnsAction(self.alarm_topic))
         return queue
 
+    def _topic(self, topic_def: definitions.TopicDef) -> sns.Topic:
+        """An SNS topic encrypted with the messaging key (as the queues are), reachable over TLS only.
+
+        EventBridge rules publish to it (``RuleDef.target_topics``); people's notification channels
+        (e-mail, SMS, a paging service) subscribe to it per deployment, outside this stack.
+        """
+        return sns.Topic(
+            self, f"{pascal(topic_def.id)}Topic",
+            # Shown as the sender of e-mail and SMS notifications: short, letters and spaces only.
+            display_name=f"Expediente {topic_def.id.replace('_', ' ')}"[:100],
+            master_key=self.messaging_key,
+            enforce_ssl=True,
+        )
+
     def _rule(self, rule_def: definitions.RuleDef) -> events.Rule:
         queue = self.queues[rule_def.target_queue]
+        # Events that cannot be delivered go to the queue's own dead-letter queue, whichever
+        # target refused them: one place to look for lost events of this rule.
+        dlq = queue.dead_letter_queue.queue if queue.dead_letter_queue else None
+        rule_targets: list[events.IRuleTarget] = [targets.SqsQueue(queue, dead_letter_queue=dlq)]
+        for topic_id in rule_def.target_topics:
+            # SnsTopic adds the topic policy statement that lets events.amazonaws.com publish and,
+            # since the topic is encrypted, lets it use the messaging key (kms:Decrypt and
+            # kms:GenerateDataKey*), without which SNS refuses EventBridge's publish
+            # (tests/infra checks both statements).
+            rule_targets.append(targets.SnsTopic(self.topics[topic_id], dead_letter_queue=dlq))
         return events.Rule(
             self, f"{pascal(rule_def.id)}Rule",
             event_bus=self.event_bus,
             event_pattern=events.EventPattern(
                 source=[rule_def.source], detail_type=list(rule_def.detail_types),
             ),
-            # Events that cannot be delivered go to the target's own dead-letter queue.
-            targets=[targets.SqsQueue(queue, dead_letter_queue=queue.dead_letter_queue.queue)]
-            if queue.dead_letter_queue else [targets.SqsQueue(queue)],
+            targets=rule_targets,
         )
 
     def _notify_on_upload(self, bucket: s3.Bucket, queue: sqs.Queue) -> None:
@@ -484,3 +511,7 @@ class StatefulStack(cdk.Stack):
         cdk.CfnOutput(self, "AlarmTopicArn", value=self.alarm_topic.topic_arn,
                       description="Subscribe the on-call address here")
         cdk.CfnOutput(self, "IngestBucketName", value=self.buckets[INGEST_BUCKET].bucket_name)
+        for topic_def in definitions.TOPICS:
+            cdk.CfnOutput(self, f"{pascal(topic_def.id)}TopicArn", value=self.topics[topic_def.id].topic_arn,
+                          description=f"Subscribe notification channels here: {topic_def.purpose}")
+

@@ -1,9 +1,16 @@
-"""The stateless stack: the dependency layer, one function per ``FunctionDef`` and the REST API.
+"""The stateless stack: the dependency layer, one function per ``FunctionDef``, the REST API and
+the schedules.
 
 Nothing here holds data, so the whole stack can be destroyed and redeployed. Routes come from
 ``FunctionDef.routes`` (``ANY``, Cognito authorizer) and ``FunctionDef.public_routes`` (``GET``,
 no token); each route points at the function's ``live`` alias, whose published version has
-SnapStart.
+SnapStart. Each ``ScheduleDef`` is an EventBridge rule on the account's default bus (schedules
+cannot live on a custom bus) that invokes the function's alias with a ``Scheduled Event``.
+
+Request bodies are not validated by API Gateway models: the FHIR routes validate in the function
+(``OperationOutcome`` with the details), and ``/hl7v2`` takes HL7 v2 ER7 text
+(``x-application/hl7-v2+er7`` or ``text/plain``), which a JSON model would refuse. The request
+validator only checks declared parameters.
 """
 
 from __future__ import annotations
@@ -13,6 +20,8 @@ from pathlib import Path
 
 import aws_cdk as cdk
 from aws_cdk import aws_apigateway as apigw
+from aws_cdk import aws_events as events
+from aws_cdk import aws_events_targets as targets
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
 from constructs import Construct
@@ -72,6 +81,7 @@ class StatelessStack(cdk.Stack):
             for fn in definitions.FUNCTIONS
         }
 
+        self.schedules = {schedule.id: self._schedule(schedule) for schedule in definitions.SCHEDULES}
         self.api = self._api(shared)
         self._routes(shared)
         self.firewall = ApiFirewall(
@@ -79,6 +89,23 @@ class StatelessStack(cdk.Stack):
             log_group_name=f"aws-waf-logs-{name_prefix}expediente-api",
         )
         cdk.CfnOutput(self, "ApiUrl", value=self.api.url, description="Base URL of the REST API")
+
+    def _schedule(self, schedule: definitions.ScheduleDef) -> events.Rule:
+        """``rate(n minutes)`` on the default bus, invoking the function's ``live`` alias.
+
+        ``LambdaFunction`` adds the alias's resource policy for events.amazonaws.com, bound to
+        this rule's ARN. A run that cannot be delivered within one period is dropped rather than
+        retried: the next run does the same work from the tables.
+        """
+        period = cdk.Duration.minutes(schedule.minutes)
+        return events.Rule(
+            self, f"{pascal(schedule.id)}Schedule",
+            description=f"Expediente {schedule.function}: {schedule.purpose}"[:512],
+            schedule=events.Schedule.rate(period),
+            targets=[targets.LambdaFunction(
+                self.functions[schedule.function].alias, max_event_age=period, retry_attempts=2,
+            )],
+        )
 
     def _api(self, shared: SharedResources) -> apigw.RestApi:
         access_logs = logs.LogGroup(

@@ -81,6 +81,7 @@ def test_a_function_using_every_capability_passes_cdk_nag(build_paths: BuildPath
         buckets_write=tuple(b.id for b in definitions.BUCKETS),
         puts_events=True,
         cognito_admin=True,
+        consumes=tuple(q.id for q in definitions.QUEUES),
     )
     app = cdk.App(outdir=str(tmp_path), context=cdk_json_context())
     stateful = StatefulStack(app, "Capabilities-Stateful")

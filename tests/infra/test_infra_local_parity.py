@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from infra import definitions
+from infra import definitions, delivery
 from infra.naming import table_name
 from tests.infra.synth_support import Synth, of_type
 
@@ -84,14 +84,28 @@ def _cdk_description(synth: Synth) -> dict[str, Any]:
             "notifications": {k: sorted(v) for k, v in notifications.items()},
         }
 
+    # The alarm topic is deployed only (CloudWatch alarms; documented local difference).
+    topic_ids = {stateful.get_logical_id(t.node.default_child): t_id for t_id, t in stateful.topics.items()}
+    alarm_topic = stateful.get_logical_id(stateful.alarm_topic.node.default_child)
+    topics: dict[str, dict[str, list[str]]] = {
+        topic_ids.get(logical_id, logical_id): {"rules": []}
+        for logical_id in of_type(resources, "AWS::SNS::Topic") if logical_id != alarm_topic
+    }
+
     rules = {}
     for rule_id, rule in stateful.rules.items():
         props = resources[stateful.get_logical_id(rule.node.default_child)]["Properties"]
         rules[rule_id] = {
             "sources": sorted(props["EventPattern"]["source"]),
             "detail_types": sorted(props["EventPattern"]["detail-type"]),
-            "target_queues": sorted(queue_ids[t["Arn"]["Fn::GetAtt"][0]] for t in props["Targets"]),
+            "target_queues": sorted(queue_ids[t["Arn"]["Fn::GetAtt"][0]] for t in props["Targets"]
+                                    if "Fn::GetAtt" in t["Arn"]),
         }
+        for target in props["Targets"]:
+            if "Ref" in target["Arn"]:
+                topics[topic_ids[target["Arn"]["Ref"]]]["rules"].append(rule_id)
+    for topic in topics.values():
+        topic["rules"].sort()
 
     (pool,) = of_type(resources, "AWS::Cognito::UserPool").values()
     (client,) = of_type(resources, "AWS::Cognito::UserPoolClient").values()
@@ -105,14 +119,70 @@ def _cdk_description(synth: Synth) -> dict[str, Any]:
         "client_has_secret": client["Properties"]["GenerateSecret"],
     }
 
+    queues = {}
+    for logical_id, q_id in queue_ids.items():
+        props = resources[logical_id]["Properties"]
+        queues[q_id] = {
+            "dlq": "RedrivePolicy" in props,
+            "max_receive_count": props.get("RedrivePolicy", {}).get("maxReceiveCount", 0),
+            "visibility_timeout_s": props.get("VisibilityTimeout", 30),  # SQS's default
+        }
+
     return {
         "tables": tables,
         "buckets": buckets,
-        "queues": {q_id: {"dlq": "RedrivePolicy" in resources[lid]["Properties"]} for lid, q_id in queue_ids.items()},
+        "queues": queues,
+        "topics": topics,
         "rules": rules,
+        "schedules": _cdk_schedules(synth),
+        "event_sources": _cdk_event_sources(synth),
         "routes": _cdk_routes(synth),
         "user_pool": user_pool,
     }
+
+
+def _alias_owners(synth: Synth) -> dict[str, str]:
+    """Logical id of each function's alias -> function id."""
+    return {synth.stateless.get_logical_id(fn.alias.node.default_child): f_id
+            for f_id, fn in synth.stateless.functions.items()}
+
+
+def _cdk_schedules(synth: Synth) -> dict[str, dict[str, Any]]:
+    """Every scheduled rule of both stacks, by ``ScheduleDef`` id (logical id if it has none)."""
+    owners = _alias_owners(synth)
+    schedule_ids = {synth.stateless.get_logical_id(r.node.default_child): s_id
+                    for s_id, r in synth.stateless.schedules.items()}
+    schedules = {}
+    for template in (synth.stateful_template, synth.stateless_template):
+        for logical_id, rule in of_type(template.to_json()["Resources"], "AWS::Events::Rule").items():
+            props = rule["Properties"]
+            if "ScheduleExpression" not in props:
+                continue
+            (target,) = props["Targets"]
+            schedules[schedule_ids.get(logical_id, logical_id)] = {
+                "function": owners.get(target["Arn"].get("Ref", ""), json.dumps(target["Arn"])),
+                "minutes": delivery.rate_minutes(props["ScheduleExpression"]),
+                "bus": "default" if "EventBusName" not in props else json.dumps(props["EventBusName"]),
+            }
+    return schedules
+
+
+def _cdk_event_sources(synth: Synth) -> dict[str, dict[str, dict[str, Any]]]:
+    owners = _alias_owners(synth)
+    queues = {synth.stateful.get_logical_id(q.node.default_child): q_id for q_id, q in synth.stateful.queues.items()}
+    resources = synth.stateless_template.to_json()["Resources"]
+    sources: dict[str, dict[str, dict[str, Any]]] = {}
+    for mapping in of_type(resources, "AWS::Lambda::EventSourceMapping").values():
+        props = mapping["Properties"]
+        function = json.dumps(props["FunctionName"])
+        source = json.dumps(props["EventSourceArn"])
+        (function_id,) = [f_id for alias_id, f_id in owners.items() if alias_id in function] or [function]
+        (queue_id,) = [q_id for logical_id, q_id in queues.items() if logical_id in source] or [source]
+        sources.setdefault(function_id, {})[queue_id] = {
+            "batch_size": props["BatchSize"],
+            "report_batch_item_failures": "ReportBatchItemFailures" in props.get("FunctionResponseTypes", []),
+        }
+    return sources
 
 
 def _cdk_routes(synth: Synth) -> dict[str, dict[str, list[str]]]:
@@ -126,8 +196,7 @@ def _cdk_routes(synth: Synth) -> dict[str, dict[str, list[str]]]:
         parent, part = parts[ref["Ref"]]
         return f"{path(parent)}/{part}"
 
-    alias_owner = {synth.stateless.get_logical_id(fn.alias.node.default_child): f_id
-                   for f_id, fn in synth.stateless.functions.items()}
+    alias_owner = _alias_owners(synth)
     routes: dict[str, dict[str, list[str]]] = {}
     for method in of_type(resources, "AWS::ApiGateway::Method").values():
         props = method["Properties"]
@@ -141,7 +210,10 @@ def _cdk_routes(synth: Synth) -> dict[str, dict[str, list[str]]]:
     return routes
 
 
-@pytest.mark.parametrize("section", ["tables", "buckets", "queues", "rules", "routes", "user_pool"])
+SECTIONS = ["tables", "buckets", "queues", "topics", "rules", "schedules", "event_sources", "routes", "user_pool"]
+
+
+@pytest.mark.parametrize("section", SECTIONS)
 def test_local_stack_provisions_what_the_cdk_stacks_declare(
     synth: Synth, local_description: dict[str, Any], section: str,
 ) -> None:
@@ -152,6 +224,18 @@ def test_local_stack_provisions_what_the_cdk_stacks_declare(
             local.pop(key, None)
             deployed.pop(key, None)
     assert local == deployed
+
+
+def test_the_compared_sections_are_not_empty(synth: Synth, local_description: dict[str, Any]) -> None:
+    """A section that is empty on both sides would compare equal and prove nothing."""
+    deployed = _cdk_description(synth)
+    for section in SECTIONS:
+        assert deployed[section], section
+    assert set(deployed["topics"]) == {t.id for t in definitions.TOPICS}
+    assert set(deployed["schedules"]) == {s.id for s in definitions.SCHEDULES}
+    assert {(f, q) for f, queues in deployed["event_sources"].items() for q in queues} == {
+        (f.id, q) for f in definitions.FUNCTIONS for q in f.consumes}
+    assert deployed["topics"]["critical_notifications"]["rules"] == ["critical_results"]
 
 
 def test_deployed_pool_requires_mfa_where_the_local_one_does_not(synth: Synth,

@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 from aws_cdk.assertions import Match
 
-from infra import definitions
-from infra.naming import table_name
+from infra import definitions, delivery
+from infra.naming import pascal, table_name
 from tests.infra.synth_support import Synth, of_type
 
 pytestmark = pytest.mark.infra
@@ -183,17 +183,101 @@ def test_every_queue_is_kms_encrypted_and_tls_only(stateful_resources: dict[str,
         assert logical_id in denied, f"{logical_id} accepts plain HTTP"
 
 
+def _logical_id(synth: Synth, construct: Any) -> str:
+    return synth.stateful.get_logical_id(construct.node.default_child)
+
+
 @pytest.mark.parametrize("rule_def", definitions.RULES, ids=lambda r: r.id)
-def test_rule_routes_its_detail_types_on_the_custom_bus_to_its_queue(
+def test_rule_routes_its_detail_types_on_the_custom_bus_to_its_queue_and_topics(
     synth: Synth, stateful_resources: dict[str, Any], rule_def: definitions.RuleDef,
 ) -> None:
-    bus_id = synth.stateful.get_logical_id(synth.stateful.event_bus.node.default_child)
-    queue_id = synth.stateful.get_logical_id(synth.stateful.queues[rule_def.target_queue].node.default_child)
+    bus_id = _logical_id(synth, synth.stateful.event_bus)
+    queue = synth.stateful.queues[rule_def.target_queue]
+    dlq = {"Arn": {"Fn::GetAtt": [_logical_id(synth, queue.dead_letter_queue.queue), "Arn"]}}
+    topic_targets = [
+        Match.object_like({"Arn": {"Ref": _logical_id(synth, synth.stateful.topics[topic_id])},
+                           "DeadLetterConfig": dlq})
+        for topic_id in rule_def.target_topics
+    ]
+    rule = stateful_resources[_logical_id(synth, synth.stateful.rules[rule_def.id])]["Properties"]
+    assert rule["EventBusName"] == {"Ref": bus_id}
+    assert rule["EventPattern"] == {"source": [rule_def.source], "detail-type": list(rule_def.detail_types)}
+    assert len(rule["Targets"]) == 1 + len(rule_def.target_topics), "its queue and each of its topics, nothing else"
     synth.stateful_template.has_resource_properties("AWS::Events::Rule", {
-        "EventBusName": {"Ref": bus_id},
         "EventPattern": {"source": [rule_def.source], "detail-type": list(rule_def.detail_types)},
-        "Targets": [Match.object_like({"Arn": {"Fn::GetAtt": [queue_id, "Arn"]}})],
+        "Targets": [
+            Match.object_like({"Arn": {"Fn::GetAtt": [_logical_id(synth, queue), "Arn"]}, "DeadLetterConfig": dlq}),
+            *topic_targets,
+        ],
     })
+
+
+def test_the_critical_results_rule_notifies_a_topic() -> None:
+    """The definitions this file checks generically: guard against them silently losing the topic target."""
+    rule = next(r for r in definitions.RULES if r.id == "critical_results")
+    assert rule.target_topics == ("critical_notifications",)
+    assert {"CriticalResultDetected", "CriticalResultEscalated"} <= set(rule.detail_types)
+
+
+def test_there_is_one_topic_per_definition_plus_the_alarm_topic(synth: Synth,
+                                                                stateful_resources: dict[str, Any]) -> None:
+    topics = of_type(stateful_resources, "AWS::SNS::Topic")
+    expected = (*synth.stateful.topics.values(), synth.stateful.alarm_topic)
+    assert set(topics) == {_logical_id(synth, t) for t in expected}
+    assert set(synth.stateful.topics) == {t.id for t in definitions.TOPICS}
+
+
+@pytest.mark.parametrize("topic_def", definitions.TOPICS, ids=lambda t: t.id)
+def test_topic_is_encrypted_with_the_messaging_key_and_tls_only(
+    synth: Synth, stateful_resources: dict[str, Any], topic_def: definitions.TopicDef,
+) -> None:
+    topic_id = _logical_id(synth, synth.stateful.topics[topic_def.id])
+    props = stateful_resources[topic_id]["Properties"]
+    assert props["KmsMasterKeyId"] == {"Fn::GetAtt": [_logical_id(synth, synth.stateful.messaging_key), "Arn"]}
+    statements = [
+        s for p in of_type(stateful_resources, "AWS::SNS::TopicPolicy").values()
+        if {"Ref": topic_id} in p["Properties"]["Topics"]
+        for s in p["Properties"]["PolicyDocument"]["Statement"]
+    ]
+    assert any(s["Effect"] == "Deny" and s["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
+               for s in statements), "publishing without TLS must be denied"
+    outputs = synth.stateful_template.to_json()["Outputs"]
+    assert outputs[f"{pascal(topic_def.id)}TopicArn"]["Value"] == {"Ref": topic_id}, "channels subscribe to this ARN"
+
+
+@pytest.mark.parametrize("topic_id", sorted({t for r in definitions.RULES for t in r.target_topics}))
+def test_eventbridge_may_publish_to_the_encrypted_topic(synth: Synth, stateful_resources: dict[str, Any],
+                                                        topic_id: str) -> None:
+    """SNS refuses EventBridge's publish unless the topic policy and the topic's key both allow it."""
+    logical_id = _logical_id(synth, synth.stateful.topics[topic_id])
+    topic_statements = [
+        s for p in of_type(stateful_resources, "AWS::SNS::TopicPolicy").values()
+        if {"Ref": logical_id} in p["Properties"]["Topics"]
+        for s in p["Properties"]["PolicyDocument"]["Statement"]
+    ]
+    assert any(s["Effect"] == "Allow" and s["Principal"] == {"Service": "events.amazonaws.com"}
+               and s["Action"] == "sns:Publish" and s["Resource"] == {"Ref": logical_id} for s in topic_statements)
+    key = stateful_resources[_logical_id(synth, synth.stateful.messaging_key)]["Properties"]["KeyPolicy"]
+    allowed: set[str] = set()
+    for statement in key["Statement"]:
+        services = statement.get("Principal", {}).get("Service", [])
+        if statement["Effect"] == "Allow" and "events.amazonaws.com" in (
+                services if isinstance(services, list) else [services]):
+            actions = statement["Action"]
+            allowed |= set(actions if isinstance(actions, list) else [actions])
+    assert {"kms:Decrypt", "kms:GenerateDataKey*"} <= allowed
+
+
+@pytest.mark.parametrize("queue_id", sorted({q for f in definitions.FUNCTIONS for q in f.consumes}))
+def test_consumed_queue_hides_a_batch_longer_than_its_consumers_run(
+    synth: Synth, stateful_resources: dict[str, Any], queue_id: str,
+) -> None:
+    props = stateful_resources[_logical_id(synth, synth.stateful.queues[queue_id])]["Properties"]
+    longest = max(f.timeout_s for f in definitions.FUNCTIONS if queue_id in f.consumes)
+    # Lambda refuses an event source on a queue whose visibility timeout is below the function's.
+    assert props["VisibilityTimeout"] >= 6 * longest
+    assert props["VisibilityTimeout"] == delivery.visibility_timeout_s(queue_id)
+    assert props["RedrivePolicy"]["maxReceiveCount"] == delivery.MAX_RECEIVE_COUNT
 
 
 def test_exactly_one_custom_event_bus(stateful_resources: dict[str, Any]) -> None:

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import pytest
 
-from infra import definitions
+from infra import definitions, delivery
 from infra.constructs.function import ALIAS_NAME, COGNITO_ADMIN_ACTIONS, handler_for
+from infra.constructs.waf import MAX_BODY_BYTES
 from infra.naming import table_name
 from infra.stacks.stateless import ERROR_MESSAGE
 from tests.infra.synth_support import Synth, of_type
@@ -35,6 +37,14 @@ def _policy_statements(resources: dict[str, Any], role_logical_id: str) -> list[
 
 def _as_list(value: Any) -> list[Any]:
     return value if isinstance(value, list) else [value]
+
+
+def _alias_id(synth: Synth, function_id: str) -> str:
+    return synth.stateless.get_logical_id(synth.stateless.functions[function_id].alias.node.default_child)
+
+
+def _stateful_id(synth: Synth, construct: Any) -> str:
+    return synth.stateful.get_logical_id(construct.node.default_child)
 
 
 def test_one_function_per_definition(stateless_resources: dict[str, Any]) -> None:
@@ -130,6 +140,36 @@ def test_function_role_is_least_privilege(synth: Synth, function_id: str) -> Non
     assert sorted(cognito) == (sorted(COGNITO_ADMIN_ACTIONS) if definition.cognito_admin else [])
     puts_events = any("events:PutEvents" in _as_list(s["Action"]) for s in statements)
     assert puts_events == definition.puts_events
+
+    # Buckets: read and put on the declared ones only, never delete (NOM-004 5.11).
+    allowed_s3 = [s for s in statements if s["Effect"] == "Allow"
+                  and any(a.startswith("s3:") for a in _as_list(s["Action"]))]
+    assert not [a for s in allowed_s3 for a in _as_list(s["Action"]) if a.startswith("s3:Delete")]
+    granted_s3 = json.dumps(allowed_s3)
+    for bucket_def in definitions.BUCKETS:
+        prefix = f":s3:::expediente-{bucket_def.id.replace('_', '-')}-"  # infra.naming.bucket_name
+        assert (prefix in granted_s3) == (bucket_def.id in definition.buckets_write), bucket_def.id
+    if definition.buckets_write:
+        assert "s3:PutObject" in [a for s in allowed_s3 for a in _as_list(s["Action"])]
+
+    # Queues: only the ones it consumes, with what the event source poller needs.
+    allowed_sqs = [s for s in statements if s["Effect"] == "Allow"
+                   and any(a.startswith("sqs:") for a in _as_list(s["Action"]))]
+    granted_sqs = json.dumps(allowed_sqs)
+    for queue_id, queue in synth.stateful.queues.items():
+        assert (_stateful_id(synth, queue) in granted_sqs) == (queue_id in definition.consumes), queue_id
+    messaging_key = _stateful_id(synth, synth.stateful.messaging_key)
+    kms_on_messaging_key = [a for s in statements if s["Effect"] == "Allow" and messaging_key in json.dumps(s)
+                            for a in _as_list(s["Action"])]
+    if definition.consumes:
+        actions = {a for s in allowed_sqs for a in _as_list(s["Action"])}
+        assert {"sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:ChangeMessageVisibility",
+                "sqs:GetQueueAttributes"} <= actions
+        assert not [a for a in actions if "*" in a or a in ("sqs:SendMessage", "sqs:PurgeQueue")]
+        assert kms_on_messaging_key == ["kms:Decrypt"], "messages are decrypted through the consume grant"
+    else:
+        assert allowed_sqs == []
+        assert kms_on_messaging_key == []
 
 
 def test_no_policy_allows_dynamodb_on_every_resource(stateful_resources: dict[str, Any],
@@ -230,6 +270,93 @@ def test_waf_guards_the_stage_with_managed_rules_rate_and_size_limits(stateless_
         "SingleHeader": {"Name": "content-length"}}
     (logging,) = of_type(stateless_resources, "AWS::WAFv2::LoggingConfiguration").values()
     assert {"SingleHeader": {"Name": "authorization"}} in logging["Properties"]["RedactedFields"]
+
+
+def test_hl7v2_routes_take_er7_text_bodies(synth: Synth, stateless_resources: dict[str, Any]) -> None:
+    """``/hl7v2`` receives ``x-application/hl7-v2+er7`` or ``text/plain``: nothing may refuse or re-encode it."""
+    methods = _methods(synth)
+    hl7 = {path: method for (path, _), method in methods.items() if path.split("/")[1] == "hl7v2"}
+    assert set(hl7) == set(definitions.function("hl7v2").routes)
+    # A request model would make the validator refuse any body that is not JSON of that schema.
+    assert not [path for (path, _), method in methods.items() if method.get("RequestModels")]
+    for method in hl7.values():
+        assert method["Integration"]["Type"] == "AWS_PROXY"
+        assert "ContentHandling" not in method["Integration"]
+        assert method["AuthorizationType"] == "COGNITO_USER_POOLS"
+    # Binary media types would hand text bodies to the function base64-encoded.
+    (api,) = of_type(stateless_resources, "AWS::ApiGateway::RestApi").values()
+    assert not api["Properties"].get("BinaryMediaTypes")
+
+
+def test_waf_lets_bodies_up_to_the_api_limit_through_on_every_route(stateless_resources: dict[str, Any]) -> None:
+    """HL7 v2 batches, like FHIR Bundles, may be as large as the API's 1 MiB body limit."""
+    from local.frontdoor import MAX_BODY_BYTES as LOCAL_MAX_BODY_BYTES
+
+    assert MAX_BODY_BYTES == LOCAL_MAX_BODY_BYTES == 1024 * 1024
+    (acl,) = of_type(stateless_resources, "AWS::WAFv2::WebACL").values()
+    rules = {r["Name"]: r for r in acl["Properties"]["Rules"]}
+    size = rules["BodyTooLarge"]["Statement"]["RegexMatchStatement"]
+    assert not re.match(size["RegexString"], str(MAX_BODY_BYTES))
+    assert re.match(size["RegexString"], str(MAX_BODY_BYTES + 1))
+    # The managed 8 KB body rule only counts; no rule is scoped to a path (none exempts or targets /hl7v2).
+    overrides = rules["AWSManagedRulesCommonRuleSet"]["Statement"]["ManagedRuleGroupStatement"]["RuleActionOverrides"]
+    assert {"Name": "SizeRestrictions_BODY", "ActionToUse": {"Count": {}}} in overrides
+    assert "UriPath" not in json.dumps(acl["Properties"]["Rules"])
+
+
+@pytest.mark.parametrize("schedule", definitions.SCHEDULES, ids=lambda s: s.id)
+def test_schedule_invokes_the_function_alias_at_its_rate_on_the_default_bus(
+    synth: Synth, stateless_resources: dict[str, Any], schedule: definitions.ScheduleDef,
+) -> None:
+    rule_id = synth.stateless.get_logical_id(synth.stateless.schedules[schedule.id].node.default_child)
+    rule = stateless_resources[rule_id]["Properties"]
+    assert "EventBusName" not in rule, "schedules live on the default bus"
+    assert "EventPattern" not in rule
+    assert delivery.rate_minutes(rule["ScheduleExpression"]) == schedule.minutes
+    assert rule.get("State", "ENABLED") == "ENABLED"
+    (target,) = rule["Targets"]
+    alias_id = _alias_id(synth, schedule.function)
+    assert target["Arn"] == {"Ref": alias_id}, "the SnapStart alias, not $LATEST"
+    assert not {"Input", "InputPath", "InputTransformer"} & set(target), "the standard Scheduled Event"
+    permissions = [p["Properties"] for p in of_type(stateless_resources, "AWS::Lambda::Permission").values()
+                   if p["Properties"]["FunctionName"] == {"Ref": alias_id}
+                   and p["Properties"]["Principal"] == "events.amazonaws.com"]
+    assert [p["SourceArn"] for p in permissions] == [{"Fn::GetAtt": [rule_id, "Arn"]}]
+
+
+def test_only_the_declared_schedules_exist(stateful_resources: dict[str, Any],
+                                           stateless_resources: dict[str, Any]) -> None:
+    scheduled = [r for r in (*of_type(stateful_resources, "AWS::Events::Rule").values(),
+                             *of_type(stateless_resources, "AWS::Events::Rule").values())
+                 if "ScheduleExpression" in r["Properties"]]
+    assert len(scheduled) == len(definitions.SCHEDULES)
+
+
+@pytest.mark.parametrize("function_id", FUNCTION_IDS)
+def test_consumed_queues_feed_the_alias_in_batches_reporting_item_failures(
+    synth: Synth, stateless_resources: dict[str, Any], function_id: str,
+) -> None:
+    definition = definitions.function(function_id)
+    alias_id = _alias_id(synth, function_id)
+    function_logical_id, _ = _function(synth, function_id)
+    mappings = [m["Properties"] for m in of_type(stateless_resources, "AWS::Lambda::EventSourceMapping").values()
+                if alias_id in json.dumps(m["Properties"]["FunctionName"])]
+    assert len(mappings) == len(definition.consumes)
+    for queue_id in definition.consumes:
+        queue_logical_id = _stateful_id(synth, synth.stateful.queues[queue_id])
+        (mapping,) = [m for m in mappings if queue_logical_id in json.dumps(m["EventSourceArn"])]
+        assert f":{ALIAS_NAME}" in json.dumps(mapping["FunctionName"])
+        assert {"Ref": function_logical_id} != mapping["FunctionName"]
+        assert mapping["BatchSize"] == delivery.CONSUMER_BATCH_SIZE
+        assert mapping["MaximumBatchingWindowInSeconds"] == delivery.CONSUMER_BATCHING_WINDOW_S
+        assert mapping["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+        assert mapping.get("Enabled", True) is True
+
+
+def test_every_event_source_mapping_is_declared(stateless_resources: dict[str, Any]) -> None:
+    declared = sum(len(f.consumes) for f in definitions.FUNCTIONS)
+    assert declared >= 1
+    assert len(of_type(stateless_resources, "AWS::Lambda::EventSourceMapping")) == declared
 
 
 def test_api_url_is_an_output(synth: Synth) -> None:

@@ -171,16 +171,22 @@ def entry(event: DomainEvent) -> dict[str, str]:
     }
 
 
+PUT_EVENTS_MAX = 10  # entries per PutEvents call (EventBridge quota)
+
+
 def publish(*events: DomainEvent) -> bool:
-    """Put events on the bus; returns False (and logs) if any could not be delivered."""
-    if not events:
-        return True
-    try:
-        response = aws.client("events").put_events(Entries=[entry(e) for e in events])
-    except (BotoCoreError, ClientError) as exc:
-        logger.warning("event publish failed", extra={"error": aws.error_code(exc) or type(exc).__name__})
-        return False
-    failed = int(response.get("FailedEntryCount", 0))
-    if failed:
-        logger.warning("event publish partly failed", extra={"failed": failed})
-    return failed == 0
+    """Put events on the bus, ten per call; returns False (and logs) if any could not be delivered."""
+    delivered = True
+    entries = [entry(e) for e in events]
+    for start in range(0, len(entries), PUT_EVENTS_MAX):
+        try:
+            response = aws.client("events").put_events(Entries=entries[start:start + PUT_EVENTS_MAX])
+        except (BotoCoreError, ClientError) as exc:
+            logger.warning("event publish failed", extra={"error": aws.error_code(exc) or type(exc).__name__})
+            delivered = False
+            continue
+        failed = int(response.get("FailedEntryCount", 0))
+        if failed:
+            logger.warning("event publish partly failed", extra={"failed": failed})
+            delivered = False
+    return delivered
