@@ -9,6 +9,8 @@
 5. Signing a note against a bare KMS ``Sign`` on the embedded endpoint: p50 ratio.
 6. Listing a patient's notes with 10 and with 5,000 notes: items read and p50.
 7. A clinic's worklist with 100 and with 20,000 orders in the tenant: items read and p50.
+8. HL7 v2 ORU^R01 ingest: messages per second and the ratio to parse-only.
+9. Critical-value detection: its share of the p50 of storing a laboratory result.
 
 Figures are printed and written to ``benchmarks/README.md`` (between markers).
 """
@@ -22,7 +24,7 @@ import sys
 import time
 from pathlib import Path
 
-from benchmarks import calls, cold, local_http, notes, orders, search_scale
+from benchmarks import calls, cold, local_http, notes, orders, results, search_scale
 
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "benchmarks" / "README.md"
@@ -44,6 +46,8 @@ def main() -> int:
     sections.append(notes.signing(notes=20 if args.quick else 100))
     sections.append(notes.listing(small=10, large=5_000, requests=12 if args.quick else 60))
     sections.append(orders.run(small=100, large=20_000, requests=12 if args.quick else 60))
+    sections.append(results.hl7_ingest(messages=40 if args.quick else 400))
+    sections.append(results.critical_overhead(results=20 if args.quick else 150))
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT,
                             check=False).stdout.strip()
     header = (f"Measured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} on commit `{commit or 'uncommitted'}`, "

@@ -8,6 +8,9 @@ EventBridge → SNS: moto 5.2 delivers rule targets to SQS, logs, archives and b
 target raises ``NotImplementedError`` inside ``PutEvents``, which then fails for the caller. Rules
 here publish to SNS topics as EventBridge does, and a rule that only has a schedule matches no
 event (moto matched every event to it, and then failed on its Lambda target).
+
+DynamoDB ``Query`` on a table: moto sorts the whole table for every query; here it reads the
+queried partition only, as DynamoDB does.
 """
 
 from __future__ import annotations
@@ -175,8 +178,51 @@ def deliver_events_to_sns_topics() -> None:
     _EVENTS_TO_SNS = True
 
 
+_PARTITION_QUERIES = False
+
+
+def query_one_partition() -> None:
+    """Make moto's ``Query`` on a table (not an index) read only the partition it names; idempotent.
+
+    moto 5 gathers and sorts every item of the table before it keeps those with the queried
+    partition key, so a ``Query`` costs what the table holds (tens of milliseconds once a table has
+    a few thousand items), where DynamoDB reads only the partition. Here the table's item listing
+    is narrowed to that partition for the length of the query; moto's own key conditions, filters,
+    paging and sorting still run. Index (GSI) queries are left as moto does them. A lock keeps two
+    threads of the moto server from narrowing the same table at once.
+    """
+    global _PARTITION_QUERIES
+    if _PARTITION_QUERIES:
+        return
+    import threading
+
+    from moto.dynamodb.models.table import Table
+
+    import inspect
+
+    moto_query = Table.query
+    lock = threading.RLock()
+    signature = inspect.signature(moto_query)
+
+    def query(self: Any, hash_key: Any, *args: Any, **kwargs: Any) -> Any:
+        index_name = signature.bind(self, hash_key, *args, **kwargs).arguments.get("index_name")
+        if index_name or hash_key is None or not self.range_key_attr:
+            return moto_query(self, hash_key, *args, **kwargs)
+        partition = list(self.items.get(hash_key, {}).values())
+        with lock:
+            self.all_items = lambda: sorted(partition, key=lambda item: item.range_key)
+            try:
+                return moto_query(self, hash_key, *args, **kwargs)
+            finally:
+                del self.all_items
+
+    Table.query = query  # type: ignore[method-assign]
+    _PARTITION_QUERIES = True
+
+
 def apply() -> None:
     """Every patch above (the embedded stack, the tests and the benchmarks use the same moto)."""
     sign_digests_like_kms()
     transact_writes_without_table_copies()
     deliver_events_to_sns_topics()
+    query_one_partition()

@@ -270,10 +270,6 @@ def plan_oru(ctx: RequestContext, message: codec.OruMessage, key: str, ports: Re
                     if item.get("status") != "entered-in-error"}
         group_results: list[str] = []
         in_message: dict[str, dict[str, Any]] = {}
-        # Results this message may already have written (an earlier, interrupted delivery): one batch read.
-        codes = [o.code.code_in("LN") or "" for o in group.observations]
-        derived = [_result_id(key, code, order_id) for code in codes if code and code not in existing]
-        earlier = repo.stores["Observation"].batch_get(ctx.tenant, derived) if derived else {}
         for obx in group.observations:
             obx_sequence += 1
             if obx.status == "I":
@@ -285,13 +281,12 @@ def plan_oru(ctx: RequestContext, message: codec.OruMessage, key: str, ports: Re
                                      sequence=obx_sequence)
             code = body["code"]["coding"][0]["code"]
             try:
-                prepared = _prepare_result(ctx, body, key, ports, existing.get(code), earlier, now=now,
+                prepared = _prepare_result(ctx, body, key, ports, existing.get(code), now=now,
                                            new_id=_ids(key, str(group_number), obx.set_id or str(obx_sequence), code))
             except DomainError as exc:
                 raise _domain_error(exc, segment="OBX", sequence=obx_sequence) from exc
             if prepared is None:  # already written by an interrupted earlier delivery of this message
-                group_results.append(str(existing[code]["rid"]) if code in existing else _result_id(key, code,
-                                                                                                     order_id))
+                group_results.append(str(existing[code]["rid"]))
                 continue
             plan.prepared.append(prepared)
             plan.written += [f"{w.resource_type}/{w.id}" for w in prepared.writes]
@@ -343,20 +338,18 @@ def _ids(key: str, *parts: str) -> Callable[[], str]:
 
 
 def _prepare_result(ctx: RequestContext, body: dict[str, Any], key: str, ports: ResultsPorts,
-                    existing: Mapping[str, Any] | None, earlier: Mapping[str, Stored], *, now: str,
+                    existing: Mapping[str, Any] | None, *, now: str,
                     new_id: Callable[[], str]) -> observations.Prepared | None:
-    """A new result, or the next version of the order's result of the same code; None when this very
-    message already wrote it (``earlier``: what an interrupted delivery of it wrote)."""
-    if existing is None:
-        order_id = str(body["basedOn"][0]["reference"]).split("/")[1]
-        result_id = _result_id(key, body["code"]["coding"][0]["code"], order_id)
-        stored = earlier.get(result_id)
-        if stored is not None:
-            return None if stored.attrs.get("hl7") == key else _next_version(ctx, stored, body, key, ports, now,
-                                                                            new_id)
+    """A new result, or the next version of the order's result of the same code (``existing``: its index
+    item); None when this very message already wrote it (an earlier delivery was interrupted)."""
+    order_id = str(body["basedOn"][0]["reference"]).split("/")[1]
+    result_id = _result_id(key, body["code"]["coding"][0]["code"], order_id)
+    if existing is None:  # a result's index items are written with it: not listed means not written
         prepared = observations.prepare_create(ctx, body, repo=ports.repo, load=ports.load,
                                                new_id=_first(result_id, new_id), policy=ports.policy, now=now)
         return _mark(prepared, key)
+    if str(existing["rid"]) == result_id:
+        return None  # created by this message
     stored = _current(ports.repo, ctx, "Observation", str(existing["rid"]))
     if stored is None:
         raise Conflict("A result of this order changed at the same time; send the message again")

@@ -317,3 +317,39 @@ def test_not_er7_and_no_token_are_refused(interface: Interface) -> None:
     anonymous = invoke(lambda_handler, api_event("POST", "/hl7v2", claims=None, body="MSH|^~\\&|X",
                                                  headers={"Content-Type": ER7}))
     assert anonymous.status == 401
+
+
+def test_a_message_interrupted_between_transactions_is_completed_not_duplicated_when_resent(
+        interface: Interface, monkeypatch: pytest.MonkeyPatch) -> None:
+    from expediente.store import TransactionConflict
+    from functions.hl7v2 import ingest
+
+    order = interface.order("24323-8")
+    obx = [potassium("4.4"), "OBX|2|NM|2951-2^Sodium^LN||140|mmol/L^^UCUM|136-145||||F|||20261125080000-0600",
+           "OBX|3|NM|2345-7^Glucose^LN||90|mg/dL^^UCUM|70-99||||F|||20261125080000-0600"]
+    message = oru(patient=interface.patient, placer=placer_of(order), service="24323-8^CMP^LN", obx=obx,
+                  control="LAB700001")
+    monkeypatch.setattr(ingest, "MAX_OPS", 8)  # one result per transaction
+    real = ingest.transact
+    calls: list[int] = []
+
+    def fail_on_the_third(items: list[dict[str, Any]]) -> None:
+        calls.append(len(items))
+        if len(calls) == 3:
+            raise TransactionConflict(["ConditionalCheckFailed"])  # stands for a crash mid-message
+        real(items)
+
+    monkeypatch.setattr(ingest, "transact", fail_on_the_third)
+    first = send(interface.lab, message)
+    assert msa(first.body)[0] == "AE"  # told to send it again
+    assert len(interface.results(order["id"])) == 2 and interface.reports(order["id"]) == []
+    monkeypatch.setattr(ingest, "transact", real)
+    again = send(interface.lab, message)
+    assert msa(again.body) == ("AA", "LAB700001"), again.body
+    results = interface.results(order["id"])
+    assert sorted(r["code"]["coding"][0]["code"] for r in results) == ["2345-7", "2823-3", "2951-2"]
+    assert all(r["meta"]["versionId"] == "1" for r in results)
+    [report] = interface.reports(order["id"])
+    assert len(report["result"]) == 3
+    assert msa(send(interface.lab, message).body)[0] == "AA"  # and once complete, a duplicate
+    assert len(interface.results(order["id"])) == 3
