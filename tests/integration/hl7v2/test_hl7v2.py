@@ -11,16 +11,7 @@ import pytest
 
 from tests.conftest import Reply, invoke
 from tests.integration.admin.conftest import api_event
-from tests.integration.notes.conftest import (  # noqa: F401  (fixtures, requested by name)
-    CLUES,
-    Chain,
-    Staff,
-    admin_world,
-    chain,
-    other_chain,
-    physician,
-    reception,
-)
+from tests.integration.notes.conftest import CLUES, Chain, Staff
 from tests.integration.orders.conftest import lab_order
 from tests.integration.results.test_laboratory import deliver_to_orders
 from tests.support.curp import make_curp

@@ -92,9 +92,9 @@ class Clinic:
     def patient(self) -> str:
         from functions.patients.handler import lambda_handler
 
-        reception = User(tenant=self.tenant, role="reception")
+        registrar = User(tenant=self.tenant, role="reception")
         body = patient_body(make_curp(consonants=next(_CONSONANTS)))
-        reply = invoke(lambda_handler, api_event("POST", "/fhir/Patient", user=reception, body=body))
+        reply = invoke(lambda_handler, api_event("POST", "/fhir/Patient", user=registrar, body=body))
         assert reply.status == 201, reply.body
         return str(reply.body["id"])
 
@@ -147,3 +147,13 @@ def patient(clinic_a: Clinic) -> str:
 @pytest.fixture
 def as_role(clinic_a: Clinic) -> Callable[..., Api]:
     return clinic_a.as_role
+
+
+# The laboratory tests use the notes world (a chain made by the operator command, staff with practitioners).
+from tests.integration.notes.conftest import (  # noqa: E402, F401  (fixtures, requested by name)
+    admin_world,
+    chain,
+    other_chain,
+    physician,
+    reception,
+)

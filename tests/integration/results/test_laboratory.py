@@ -14,18 +14,9 @@ from typing import Any
 
 import pytest
 
-from tests.support.aws import LambdaContext
-from tests.integration.notes.conftest import (  # noqa: F401  (fixtures, requested by name)
-    CLUES,
-    Chain,
-    Staff,
-    admin_world,
-    chain,
-    other_chain,
-    physician,
-    reception,
-)
+from tests.integration.notes.conftest import CLUES, Chain, Staff
 from tests.integration.orders.conftest import imaging_order, lab_order
+from tests.support.aws import LambdaContext
 
 LOINC = "http://loinc.org"
 UCUM = "http://unitsofmeasure.org"
@@ -375,7 +366,8 @@ def test_an_unacknowledged_alert_escalates_to_the_next_contact_until_acknowledge
     assert escalate_all() == 0  # not due yet
     later = datetime.now(UTC) + timedelta(minutes=31)
     assert escalate_all(lambda: later) == 1
-    escalated = [e["detail"] for e in lab.chain.world.world.published() if e["detail-type"] == "CriticalResultEscalated"]
+    escalated = [e["detail"] for e in lab.chain.world.world.published()
+                 if e["detail-type"] == "CriticalResultEscalated"]
     assert [(e["level"], e["practitioner_id"]) for e in escalated] == [(1, on_call.practitioner_id)]
     assert escalate_all(lambda: later) == 0  # the new deadline is 30 minutes after the escalation
     assert escalate_all(lambda: later + timedelta(minutes=31)) == 1

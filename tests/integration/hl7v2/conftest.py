@@ -1,0 +1,9 @@
+"""The HL7 interface reuses the notes world: a chain, its clinic, staff with practitioners, patients."""
+
+from tests.integration.notes.conftest import (  # noqa: F401  (fixtures, requested by name)
+    admin_world,
+    chain,
+    other_chain,
+    physician,
+    reception,
+)
