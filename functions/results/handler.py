@@ -139,21 +139,6 @@ def trend() -> Response[str]:
     return fhir_response(series.parameters)
 
 
-@app.get("/fhir/Observation/<resource_id>")
-def read_observation(resource_id: str) -> Response[str]:
-    return routes.read(OBSERVATION, resource_id)
-
-
-@app.get("/fhir/Observation/<resource_id>/_history")
-def observation_history(resource_id: str) -> Response[str]:
-    return routes.history(OBSERVATION, resource_id)
-
-
-@app.get("/fhir/Observation/<resource_id>/_history/<version>")
-def vread_observation(resource_id: str, version: str) -> Response[str]:
-    return routes.vread(OBSERVATION, resource_id, version)
-
-
 @app.put("/fhir/Observation/<resource_id>")
 def update_observation(resource_id: str) -> Response[str]:
     ctx = request_context(app)
@@ -208,21 +193,6 @@ def create_report() -> Response[str]:
 @app.get("/fhir/DiagnosticReport")
 def search_reports() -> Response[str]:
     return routes.search(REPORT, observations.search_params(query_params(app)))
-
-
-@app.get("/fhir/DiagnosticReport/<resource_id>")
-def read_report(resource_id: str) -> Response[str]:
-    return routes.read(REPORT, resource_id)
-
-
-@app.get("/fhir/DiagnosticReport/<resource_id>/_history")
-def report_history(resource_id: str) -> Response[str]:
-    return routes.history(REPORT, resource_id)
-
-
-@app.get("/fhir/DiagnosticReport/<resource_id>/_history/<version>")
-def vread_report(resource_id: str, version: str) -> Response[str]:
-    return routes.vread(REPORT, resource_id, version)
 
 
 @app.put("/fhir/DiagnosticReport/<resource_id>")
@@ -281,19 +251,8 @@ def time_to_acknowledge() -> Response[str]:
     return fhir_response(summary)
 
 
-@app.get("/fhir/Communication/<resource_id>")
-def read_alert(resource_id: str) -> Response[str]:
-    return routes.read(ALERT, resource_id)
-
-
-@app.get("/fhir/Communication/<resource_id>/_history")
-def alert_history(resource_id: str) -> Response[str]:
-    return routes.history(ALERT, resource_id)
-
-
-@app.get("/fhir/Communication/<resource_id>/_history/<version>")
-def vread_alert(resource_id: str, version: str) -> Response[str]:
-    return routes.vread(ALERT, resource_id, version)
+for _type in (OBSERVATION, REPORT, ALERT):  # after the $operation GETs above, so those paths match first
+    routes.register_reads(_type)
 
 
 # ------------------------------------------------------------------ schedule ---

@@ -141,6 +141,16 @@ class ClinicalRoutes:
                                 total=current.version)
         return fhir_response(bundle)
 
+    def register_reads(self, resource_type: str) -> None:
+        """Route ``GET /fhir/<type>/<id>``, ``…/_history`` and ``…/_history/<version>`` to :meth:`read`,
+        :meth:`history` and :meth:`vread` (register them after any ``/fhir/<type>/$operation`` GET, so
+        the operation's literal path is matched first)."""
+        base = f"/fhir/{resource_type}/<resource_id>"
+        self.app.get(base)(lambda resource_id: self.read(resource_type, resource_id))
+        self.app.get(f"{base}/_history")(lambda resource_id: self.history(resource_type, resource_id))
+        self.app.get(f"{base}/_history/<version>")(
+            lambda resource_id, version: self.vread(resource_type, resource_id, version))
+
     def search(self, resource_type: str, params: Mapping[str, str] | None = None) -> Response[str]:
         """One page of a search: one index Query, one batch read, then ``_include``s; all audited.
 
