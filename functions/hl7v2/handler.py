@@ -14,7 +14,7 @@ from __future__ import annotations
 import base64
 import uuid
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.utilities.typing import LambdaContext
@@ -28,7 +28,8 @@ from expediente.context import RequestContext
 from expediente.critical_policy import in_force
 from expediente.errors import AuditUnavailable, Conflict, Duplicate, UnsupportedMediaType
 
-from . import ingest
+if TYPE_CHECKING:
+    from . import ingest
 
 app = create_app()
 ER7 = "x-application/hl7-v2+er7"
@@ -43,6 +44,8 @@ def _results_ports() -> ingest.ResultsPorts:
     from functions.patients.repository import repository as patients
     from functions.results.repository import repository as results
 
+    from . import ingest
+
     return ingest.ResultsPorts(
         repo=results(),
         load=lambda ctx, ref: records.find(ctx.tenant, ref.resource_type, ref.id),
@@ -55,6 +58,8 @@ def _results_ports() -> ingest.ResultsPorts:
 def _patients_ports() -> ingest.PatientsPorts:
     from functions.patients import logic
     from functions.patients.repository import repository
+
+    from . import ingest
 
     return ingest.PatientsPorts(repo=repository(), create=logic.create, update=logic.update)
 
@@ -77,7 +82,7 @@ def _ack(parsed_header: codec.Header | None, code: str, *, errors: list[codec.Hl
 
 def _refused(ctx: RequestContext, header_: codec.Header | None, error: codec.Hl7Error) -> None:
     """A refused message leaves an audit record too (NOM-024 traceability of attempts); best effort."""
-    entry = AuditEntry(ingest.MESSAGE, Action.CREATE, header_.control_id if header_ else None, (),
+    entry = AuditEntry("MessageHeader", Action.CREATE, header_.control_id if header_ else None, (),
                        400 if error.ack_code == "AE" else 422,
                        detail={"message": f"{header_.message_type}^{header_.trigger_event}" if header_ else "?",
                                "ack": error.ack_code, "error": f"{error.code} {error.location}"})
@@ -89,6 +94,8 @@ def _refused(ctx: RequestContext, header_: codec.Header | None, error: codec.Hl7
 
 def handle_message(ctx: RequestContext, text: str) -> tuple[str, list[Any]]:
     """The ACK for one ER7 message and the events to publish."""
+    from . import ingest  # the domains' rules load with the first message, not at cold start
+
     parsed: codec.Parsed | None = None
     try:
         parsed = codec.parse(text)

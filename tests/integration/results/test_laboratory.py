@@ -381,3 +381,15 @@ def test_an_unacknowledged_alert_escalates_to_the_next_contact_until_acknowledge
     assert escalate_all(lambda: later + timedelta(hours=5)) == 0  # acknowledged: never escalates again
     history = lab.physician.results("GET", f"/fhir/Communication/{alert['id']}/_history")
     assert history.body["total"] == 4
+
+
+def test_the_results_function_escalates_when_the_schedule_invokes_it(lab: Lab) -> None:
+    from functions.results.handler import lambda_handler
+    from tests.support.aws import LambdaContext
+
+    reply = lab.report(lab_result(lab.patient, "2823-3", 7.5, "mmol/L", order=lab.order()["id"]))
+    assert flag(reply.body) == "HH"
+    scheduled = {"version": "0", "id": "e1", "detail-type": "Scheduled Event", "source": "aws.events",
+                 "account": "123456789012", "time": "2026-11-25T12:00:00Z", "region": "us-east-1",
+                 "resources": ["arn:aws:events:us-east-1:123456789012:rule/critical-escalation"], "detail": {}}
+    assert lambda_handler(scheduled, LambdaContext()) == {"escalated": 0}  # nothing is overdue yet
