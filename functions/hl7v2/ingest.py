@@ -31,7 +31,7 @@ from __future__ import annotations
 import base64
 import hashlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
@@ -52,7 +52,8 @@ if TYPE_CHECKING:
 
 OUR_AUTHORITY = "EXPEDIENTE"  # PID-3 CX-4 of our record ids (and in the ORM^O01 we send)
 DEFAULT_OFFSET = "-06:00"  # central Mexico, no daylight saving since 2022
-MAX_OPS = 90  # TransactWriteItems takes 100 elements; room for the guard and the audit record
+TRANSACTION_LIMIT = 100  # elements in one TransactWriteItems
+MAX_OPS = 90  # per transaction of results, leaving room for the guard, the audit record and filler numbers
 MESSAGE = "MessageHeader"  # the audit record's resource type for a message
 _OBX_STATUS = {"F": "final", "C": "corrected", "P": "preliminary", "R": "preliminary", "X": "final"}
 _OBR_STATUS = {"F": "final", "C": "corrected", "P": "preliminary", "R": "partial", "I": "registered",
@@ -83,6 +84,20 @@ def guard_key(ctx: RequestContext, key: str) -> dict[str, str]:
 def _guard_put(table: str, ctx: RequestContext, key: str, written: Sequence[str]) -> dict[str, Any]:
     return {"Put": {"TableName": table, "Item": aws.to_item({**guard_key(ctx, key), "written": " ".join(written)}),
                     "ConditionExpression": "attribute_not_exists(pk)"}}
+
+
+def _filler_key(ctx: RequestContext, sending_facility: str, filler: str) -> dict[str, str]:
+    return {"pk": f"{ctx.tenant}#HL7FILLER#{sending_facility}|{filler}", "sk": "ORDER"}
+
+
+def filler_order(table: str, ctx: RequestContext, sending_facility: str, filler: str) -> str | None:
+    """The order a laboratory's filler number (OBR-3) was first reported for, by that laboratory; or None.
+
+    Remembered with the first result message that carries both numbers, so later messages (a
+    correction) may name the order by the laboratory's own number alone.
+    """
+    item = get_item(table, _filler_key(ctx, sending_facility, filler.strip()))
+    return None if item is None else str(item["rid"])
 
 
 def already_stored(table: str, ctx: RequestContext, key: str) -> tuple[str, ...] | None:
@@ -155,11 +170,11 @@ def _domain_error(exc: DomainError, *, segment: str, sequence: int) -> codec.Hl7
               ("Observation.basedOn", 2, "204"), ("DiagnosticReport.code", 4, "103"),
               ("DiagnosticReport.result", 25, "207"), ("DiagnosticReport.status", 25, "103"),
               ("DiagnosticReport.basedOn", 2, "204"))
-    for prefix, field, code in places:
+    for prefix, number, code in places:
         if expression.startswith(prefix):
             seg = "PID" if prefix == "Observation.subject" else \
                 ("OBR" if prefix.startswith(("DiagnosticReport", "Observation.basedOn")) else segment)
-            return codec.Hl7Error.at(code, seg, field, exc.message, sequence=sequence if seg == segment else 1)
+            return codec.Hl7Error.at(code, seg, number, exc.message, sequence=sequence if seg == segment else 1)
     return codec.Hl7Error.at("207", segment, 1, exc.message, sequence=sequence)
 
 
@@ -232,6 +247,7 @@ class _Plan:
     prepared: list[observations.Prepared]
     written: list[str]
     events: list[Any]
+    fillers: dict[str, str] = field(default_factory=dict)  # the lab's filler number -> our order id
 
 
 def _mark(prepared: observations.Prepared, key: str) -> observations.Prepared:
@@ -258,9 +274,15 @@ def plan_oru(ctx: RequestContext, message: codec.OruMessage, key: str, ports: Re
     obx_sequence = 0
     for group_number, group in enumerate(message.orders, start=1):
         order_id = ports.find_order(ctx, group.placer_number.strip().upper()) if group.placer_number else None
+        if order_id is None and group.filler_number:
+            order_id = filler_order(repo.table, ctx, message.header.sending_facility, group.filler_number)
         if order_id is None:
             raise codec.Hl7Error.at("204", "OBR", 2, f"OBR-2 placer number {group.placer_number or '(empty)'!r} is "
-                                    "not an order of this chain", sequence=group_number)
+                                    "not an order of this chain, nor is OBR-3 filler number "
+                                    f"{group.filler_number or '(empty)'!r} one this laboratory reported before",
+                                    sequence=group_number)
+        if group.filler_number:
+            plan.fillers[group.filler_number] = order_id
         order = ports.load(ctx, records.Ref("ServiceRequest", order_id))
         if order is None or records.subject_of(order) != patient:
             raise codec.Hl7Error.at("204", "PID", 3, f"The patient in PID-3 is not the patient of order "
@@ -458,7 +480,14 @@ def store_oru(ctx: RequestContext, plan: _Plan, key: str, *, repo: ClinicalRepos
                                                                                                else set())))
     entry = AuditEntry(MESSAGE, Action.CREATE, key.split("|")[-1], tuple(p for p in patients if p), 201,
                        detail={"message": "ORU^R01", "written": " ".join(plan.written)[:900]})
-    chunks[-1] += [_guard_put(repo.table, ctx, key, plan.written), *audit_puts(ctx, entry)]
+    sender = key.split("|")[1]
+    closing = [_guard_put(repo.table, ctx, key, plan.written), *audit_puts(ctx, entry),
+               *[{"Put": {"TableName": repo.table, "Item": aws.to_item({**_filler_key(ctx, sender, filler),
+                                                                        "rid": order_id})}}
+                 for filler, order_id in plan.fillers.items()]]
+    if chunks[-1] and len(chunks[-1]) + len(closing) > TRANSACTION_LIMIT:
+        chunks.append([])
+    chunks[-1] += closing
     for index, chunk in enumerate(chunks):
         try:
             transact(chunk)

@@ -344,3 +344,18 @@ def test_a_message_interrupted_between_transactions_is_completed_not_duplicated_
     assert len(report["result"]) == 3
     assert msa(send(interface.lab, message).body)[0] == "AA"  # and once complete, a duplicate
     assert len(interface.results(order["id"])) == 3
+
+
+def test_a_later_message_may_name_the_order_by_the_laboratorys_filler_number(interface: Interface) -> None:
+    order = interface.order()
+    first = oru(patient=interface.patient, placer=placer_of(order), obx=[potassium("4.0", status="P")],
+                obr_status="P", control="LAB600001")  # carries OBR-3 F-LAB600001 with the placer number
+    assert msa(send(interface.lab, first).body)[0] == "AA"
+    by_filler = oru(patient=interface.patient, placer="", obx=[potassium("4.2")], control="LAB600002")
+    by_filler = by_filler.replace("F-LAB600002", "F-LAB600001")  # only the lab's own number, no placer
+    reply = send(interface.lab, by_filler)
+    assert msa(reply.body)[0] == "AA", reply.body
+    [result] = interface.results(order["id"])
+    assert (result["status"], result["valueQuantity"]["value"]) == ("final", 4.2)
+    unknown = oru(patient=interface.patient, placer="", obx=[potassium("4.2")], control="LAB600003")
+    assert err(send(interface.lab, unknown).body) == ("OBR^1^2", "204")
