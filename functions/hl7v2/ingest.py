@@ -479,7 +479,7 @@ def store_oru(ctx: RequestContext, plan: _Plan, key: str, *, repo: ClinicalRepos
     patients = tuple(sorted({records.subject_of(p.resource) or "" for p in plan.prepared} | ({patient} if patient
                                                                                                else set())))
     entry = AuditEntry(MESSAGE, Action.CREATE, key.split("|")[-1], tuple(p for p in patients if p), 201,
-                       detail={"message": "ORU^R01", "written": " ".join(plan.written)[:900]})
+                       detail={"message": "ORU^R01", "written": " ".join(plan.written)})
     sender = key.split("|")[1]
     closing = [_guard_put(repo.table, ctx, key, plan.written), *audit_puts(ctx, entry),
                *[{"Put": {"TableName": repo.table, "Item": aws.to_item({**_filler_key(ctx, sender, filler),
