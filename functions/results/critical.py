@@ -172,7 +172,7 @@ def open_alert(ctx: RequestContext, observation: dict[str, Any], verdict: str, *
         "sent": now,
         "recipient": [{"reference": f"Practitioner/{first}"}] if first else [],
         "extension": [{"url": DEADLINE, "valueDateTime": deadline}, {"url": LEVEL, "valueInteger": 0},
-                      {"url": CLUES, "valueString": clinic},
+                      *([{"url": CLUES, "valueString": clinic}] if clinic else []),
                       *([{"url": CONTACTS, "valueString": " ".join(chain)}] if chain else []),
                       *([{"url": ORDERING, "valueReference": {"reference": f"Practitioner/{ordering}"}}]
                         if ordering else [])],

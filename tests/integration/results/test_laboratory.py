@@ -393,3 +393,4 @@ def test_the_results_function_escalates_when_the_schedule_invokes_it(lab: Lab) -
                  "account": "123456789012", "time": "2026-11-25T12:00:00Z", "region": "us-east-1",
                  "resources": ["arn:aws:events:us-east-1:123456789012:rule/critical-escalation"], "detail": {}}
     assert lambda_handler(scheduled, LambdaContext()) == {"escalated": 0}  # nothing is overdue yet
+
