@@ -202,12 +202,12 @@ def hl7_ingest(*, messages: int) -> str:
         "",
         f"Ratio to parse-only: **{ingest / parse:.1f}**. Target (orders and results issue): at least 200 messages/s: "
         f"{'met' if rate >= 200 else 'not met'} ({rate:.0f}/s end to end; {len(measured) / ours:.0f}/s counting only "
-        "the time outside the AWS calls). Per message the interface reads the guard of its MSH-10, the order by "
-        "placer number, the order and the patient, the order's results and report (two index `Query`s), and writes "
-        "one `TransactWriteItems` (three results, their index items, the report, the guard, the audit record) and "
-        "one `PutEvents`: eight calls, which moto answers in this same process at a few milliseconds each "
-        "(`TransactWriteItems` and `PutEvents` cost the most), so the embedded AWS, not the interface, sets the "
-        "end-to-end rate.",
+        "the time outside the AWS calls). Per message the interface reads the guard of its MSH-10 and the order's "
+        "placer number, then the order and the patient together (one `BatchGetItem`), the order's results and "
+        "report (two index `Query`s), and writes one `TransactWriteItems` (three results, their index items, the "
+        "report, the guard, the audit record) and one `PutEvents`: seven calls, which moto answers in this same "
+        "process at a few milliseconds each (`TransactWriteItems` and `PutEvents` cost the most), so the embedded "
+        "AWS, not the interface, sets the ""end-to-end rate.",
     ])
 
 

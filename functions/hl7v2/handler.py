@@ -52,6 +52,8 @@ def _results_ports() -> ingest.ResultsPorts:
         policy=lambda ctx: in_force(ctx.tenant),
         find_order=lambda ctx, number: find_by_number(ctx.tenant, number),
         find_patient_by_curp=lambda ctx, curp: patients().find_by_curp(ctx, curp),
+        load_many=lambda ctx, refs: {key: stored.resource
+                                     for key, stored in records.load_many(ctx.tenant, refs).items()},
     )
 
 

@@ -136,6 +136,8 @@ class ResultsPorts:
     policy: observations.PolicyOf
     find_order: Callable[[RequestContext, str], str | None]  # placer number -> order id
     find_patient_by_curp: Callable[[RequestContext, str], str | None]
+    # Several records at once (one BatchGetItem across tables), keyed by "Type/id"; missing ones absent.
+    load_many: Callable[[RequestContext, list[records.Ref]], dict[str, dict[str, Any]]]
 
 
 def _index_items(repo: ClinicalRepository, ctx: RequestContext, resource_type: str, order_id: str
@@ -267,11 +269,10 @@ def plan_oru(ctx: RequestContext, message: codec.OruMessage, key: str, ports: Re
         if not _allowed(ctx, needed):
             raise codec.Hl7Error.at("207", "MSH", 9, f"Role {ctx.role_names} may not send results (ORU^R01)",
                                     framing=True)
-    ports = replace(ports, load=_remembering(ports.load))  # the patient and the order are read once per message
     repo = ports.repo
     patient = _patient_of(ctx, message, ports)
     plan = _Plan([], [], [])
-    obx_sequence = 0
+    order_ids: list[str] = []
     for group_number, group in enumerate(message.orders, start=1):
         order_id = ports.find_order(ctx, group.placer_number.strip().upper()) if group.placer_number else None
         if order_id is None and group.filler_number:
@@ -283,6 +284,13 @@ def plan_oru(ctx: RequestContext, message: codec.OruMessage, key: str, ports: Re
                                     sequence=group_number)
         if group.filler_number:
             plan.fillers[group.filler_number] = order_id
+        order_ids.append(order_id)
+    # The patient and the orders, read together once; the results rules then find them here.
+    known = ports.load_many(ctx, [records.Ref("Patient", patient),
+                                  *[records.Ref("ServiceRequest", o) for o in dict.fromkeys(order_ids)]])
+    ports = replace(ports, load=_remembering(ports.load, known))
+    obx_sequence = 0
+    for group_number, (group, order_id) in enumerate(zip(message.orders, order_ids, strict=True), start=1):
         order = ports.load(ctx, records.Ref("ServiceRequest", order_id))
         if order is None or records.subject_of(order) != patient:
             raise codec.Hl7Error.at("204", "PID", 3, f"The patient in PID-3 is not the patient of order "
@@ -328,9 +336,9 @@ def plan_oru(ctx: RequestContext, message: codec.OruMessage, key: str, ports: Re
     return plan
 
 
-def _remembering(load: observations.Load) -> observations.Load:
-    """``load`` that reads each reference once (for the length of one message)."""
-    seen: dict[str, dict[str, Any] | None] = {}
+def _remembering(load: observations.Load, known: Mapping[str, dict[str, Any]]) -> observations.Load:
+    """``load`` that reads each reference once (for the length of one message), starting from ``known``."""
+    seen: dict[str, dict[str, Any] | None] = dict(known)
 
     def remembered(ctx: RequestContext, ref: records.Ref) -> dict[str, Any] | None:
         key = str(ref)
