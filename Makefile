@@ -28,7 +28,7 @@ lint: install
 	$(VENV)/bin/ruff check .
 
 typecheck: install
-	$(VENV)/bin/mypy layers/common
+	$(VENV)/bin/mypy layers/common functions
 
 test: install lint typecheck  ## every test: unit, integration, infra (synth + cdk-nag + cfn-lint), e2e
 	$(PY) -m pytest -n 2 --dist loadfile -q -m "not e2e"

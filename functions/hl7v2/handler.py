@@ -126,8 +126,8 @@ def handle_message(ctx: RequestContext, text: str) -> tuple[str, list[Any]]:
                                                   "control_id": header_.control_id if header_ else None})
         return _ack(header_, error.ack_code, errors=[error], raw=parsed.raw_msh if parsed else text), []
     except Conflict as exc:
-        error = codec.Hl7Error.at("206", "MSH", 10, exc.message)
-        return _ack(parsed.header if parsed else None, "AE", errors=[error], raw=text), []
+        locked = codec.Hl7Error.at("206", "MSH", 10, exc.message)
+        return _ack(parsed.header if parsed else None, "AE", errors=[locked], raw=text), []
     logger.info("HL7 message stored", extra={"tenant": ctx.tenant, "control_id": parsed.header.control_id,
                                              "type": parsed.header.message_type, "written": len(outcome.written),
                                              "duplicate": outcome.duplicate})

@@ -46,6 +46,7 @@ from expediente.index import ResourceIndex
 from expediente.permissions import Interaction
 from expediente.store import Stored, TransactionConflict, get_item, transact
 from functions.results import diagnostic_reports, laboratory, observations
+from functions.results.vital_signs import LOINC, UCUM
 
 if TYPE_CHECKING:
     from expediente import events
@@ -182,7 +183,7 @@ def _domain_error(exc: DomainError, *, segment: str, sequence: int) -> codec.Hl7
 
 def _quantity(value: Decimal, unit: str, comparator: str = "") -> dict[str, Any]:
     out: dict[str, Any] = {"value": float(value) if value != value.to_integral() else int(value),
-                           "unit": unit, "system": laboratory.UCUM, "code": unit}
+                           "unit": unit, "system": UCUM, "code": unit}
     if comparator:
         out["comparator"] = comparator
     return out
@@ -197,7 +198,7 @@ def _observation_body(obx: codec.OruObservation, *, patient: str, order_id: str,
     body: dict[str, Any] = {
         "resourceType": "Observation", "status": _OBX_STATUS[obx.status],
         "category": [{"coding": [{"system": observations.CATEGORY_SYSTEM, "code": laboratory.CATEGORY}]}],
-        "code": {"coding": [{"system": laboratory.LOINC, "code": code}]},
+        "code": {"coding": [{"system": LOINC, "code": code}]},
         "subject": {"reference": f"Patient/{patient}"},
         "basedOn": [{"reference": f"ServiceRequest/{order_id}"}],
     }
@@ -428,7 +429,7 @@ def _prepare_report(ctx: RequestContext, group: codec.OruOrder, group_number: in
     code = code or laboratory.order_code(order)
     body: dict[str, Any] = {
         "resourceType": "DiagnosticReport", "status": status,
-        "code": {"coding": [{"system": laboratory.LOINC, "code": code}]},
+        "code": {"coding": [{"system": LOINC, "code": code}]},
         "subject": {"reference": f"Patient/{patient}"},
         "basedOn": [{"reference": f"ServiceRequest/{order_id}"}],
         "result": [{"reference": f"Observation/{r}"} for r in results],

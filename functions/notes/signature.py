@@ -36,7 +36,7 @@ from expediente.signing_keys import KeyRecord
 from expediente.store import Stored
 
 from . import compositions
-from .note_types import VITAL_SIGNS
+from .note_types import VITAL_SIGNS, NoteType
 
 SIGNATURE_TYPE = {"system": "urn:iso-astm:E1762-95:2013", "code": "1.2.840.10065.1.12.1.1",
                   "display": "Author's Signature"}
@@ -99,7 +99,7 @@ class Ready:
     """A draft that passed every check for signing, with its entries read once."""
 
     current: Stored
-    kind: compositions.NoteType
+    kind: NoteType
     entries: dict[str, Stored]
 
 
@@ -127,7 +127,8 @@ def ready(ctx: RequestContext, note_id: str, if_match: int, *, repo: ClinicalRep
 
 
 def _check_vital_signs(resource: dict[str, Any], entries: dict[str, Stored], codes: tuple[str, ...]) -> None:
-    section = next((s for s in resource.get("section") or [] if compositions.section_code(s) == VITAL_SIGNS), {})
+    section: dict[str, Any] = next(
+        (s for s in resource.get("section") or [] if compositions.section_code(s) == VITAL_SIGNS), {})
     found: set[str] = set()
     for entry in section.get("entry") or []:
         stored = entries.get(_entry_ref(entry))

@@ -190,12 +190,18 @@ def on_result_recorded(detail: dict[str, Any]) -> None:
     ctx = service_context(event.tenant_id, "orders-from-results", request_id=event.request_id)
     for order_id in event.order_ids:
         for saved in logic.advance_with_results(ctx, order_id, repo=repository(), results=_results):
+            _publish(_status_changed(ctx, saved))
             order = saved.resource
-            _publish(lambda ev, o=order, s=saved: ev.OrderStatusChanged(
-                tenant_id=ctx.tenant, order_id=o["id"], patient_id=records.subject_of(o) or "",
-                status=logic.order_status(o), previous_status=s.previous_status, request_id=ctx.request_id))
             logger.info("order advanced by its results", extra={"tenant": ctx.tenant, "order_id": order_id,
                                                                 "status": logic.order_status(order)})
+
+
+def _status_changed(ctx: RequestContext, saved: logic.Saved) -> Callable[[Any], Any]:
+    order = saved.resource
+    return lambda ev: ev.OrderStatusChanged(tenant_id=ctx.tenant, order_id=order["id"],
+                                            patient_id=records.subject_of(order) or "",
+                                            status=logic.order_status(order), previous_status=saved.previous_status,
+                                            request_id=ctx.request_id)
 
 
 def _record_handler(record: Any) -> None:
@@ -210,8 +216,9 @@ def _consume(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     """SQS batch: each record processed on its own; the failed ones are reported for redelivery."""
     from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
 
-    return process_partial_response(event=event, record_handler=_record_handler,
-                                    processor=BatchProcessor(event_type=EventType.SQS), context=context)
+    response = process_partial_response(event=event, record_handler=_record_handler,
+                                        processor=BatchProcessor(event_type=EventType.SQS), context=context)
+    return dict(response)
 
 
 @logger.inject_lambda_context(clear_state=True)

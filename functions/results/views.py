@@ -19,7 +19,7 @@ from expediente.errors import Invalid, NotFound
 from expediente.fhir import page_size
 from expediente.store import Stored
 
-from . import critical, diagnostic_reports, laboratory
+from . import critical, diagnostic_reports, laboratory, observations
 from .repository import patient_codes
 
 OBSERVATION = "Observation"
@@ -168,7 +168,7 @@ def printable(ctx: RequestContext, repo: ClinicalRepository, report_id: str, *,
 def _clinic_name(ctx: RequestContext, report: dict[str, Any],
                  load: Callable[[RequestContext, records.Ref], dict[str, Any] | None]) -> str:
     """The clinic of the report's order (its CLUES), for the printed header."""
-    for order_id in diagnostic_reports.order_ids(report):
+    for order_id in observations.order_ids(report):
         order = load(ctx, records.Ref("ServiceRequest", order_id))
         if order is not None:
             clues = next((e.get("valueString") for e in order.get("extension") or []
