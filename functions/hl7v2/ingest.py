@@ -41,7 +41,7 @@ from expediente.audit import Action, AuditEntry, audit_puts
 from expediente.clinical import ClinicalRepository, Saved, Write
 from expediente.context import RequestContext
 from expediente.errors import Conflict, DomainError, Duplicate, Forbidden, PreconditionFailed
-from expediente.identifiers import CURP_SYSTEM
+from expediente.identifiers import CURP_SYSTEM, FATHERS_FAMILY, MOTHERS_FAMILY
 from expediente.index import ResourceIndex
 from expediente.permissions import Interaction
 from expediente.store import Stored, TransactionConflict, get_item, transact
@@ -51,7 +51,7 @@ from functions.results.vital_signs import LOINC, UCUM
 if TYPE_CHECKING:
     from expediente import events
 
-OUR_AUTHORITY = "EXPEDIENTE"  # PID-3 CX-4 of our record ids (and in the ORM^O01 we send)
+OUR_AUTHORITY = codec.RECORD_AUTHORITY
 DEFAULT_OFFSET = "-06:00"  # central Mexico, no daylight saving since 2022
 TRANSACTION_LIMIT = 100  # elements in one TransactWriteItems
 MAX_OPS = 90  # per transaction of results, leaving room for the guard, the audit record and filler numbers
@@ -519,8 +519,6 @@ class PatientsPorts:
 
 def patient_body(adt: codec.AdtMessage, *, base: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """The FHIR Patient an ADT describes (on top of ``base``, the stored record, for an A08)."""
-    from functions.patients.model import FATHERS_FAMILY, MOTHERS_FAMILY
-
     person = adt.patient
     body: dict[str, Any] = dict(base or {"resourceType": "Patient"})
     family_ext = [{"url": FATHERS_FAMILY, "valueString": person.first_surname}]

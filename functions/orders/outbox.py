@@ -16,19 +16,15 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any
 
-from expediente import aws, records
+from expediente import aws, icd10, records
 from expediente import hl7v2 as codec
 from expediente.context import RequestContext
-from expediente.identifiers import CURP_SYSTEM
+from expediente.identifiers import CURP_SYSTEM, FATHERS_FAMILY, MOTHERS_FAMILY
 from expediente.settings import settings
 
 from . import logic
 
 RECEIVING_APPLICATION = "LIS"  # the laboratory information system; the engine routes by CLUES
-OUR_AUTHORITY = "EXPEDIENTE"
-ICD10 = "http://hl7.org/fhir/sid/icd-10"
-FATHERS = "http://hl7.org/fhir/StructureDefinition/humanname-fathers-family"
-MOTHERS = "http://hl7.org/fhir/StructureDefinition/humanname-mothers-family"
 
 
 @dataclass(frozen=True)
@@ -46,11 +42,11 @@ def _ext(items: list[dict[str, Any]] | None, url: str) -> dict[str, Any]:
 def _patient(resource: dict[str, Any]) -> codec.OutboundPatient:
     name = (resource.get("name") or [{}])[0]
     family_ext = (name.get("_family") or {}).get("extension")
-    first = _ext(family_ext, FATHERS).get("valueString") or name.get("family", "")
-    second = _ext(family_ext, MOTHERS).get("valueString")
+    first = _ext(family_ext, FATHERS_FAMILY).get("valueString") or name.get("family", "")
+    second = _ext(family_ext, MOTHERS_FAMILY).get("valueString")
     curp = next((i["value"] for i in resource.get("identifier") or [] if i.get("system") == CURP_SYSTEM), None)
-    return codec.OutboundPatient(record_number=resource["id"], record_authority=OUR_AUTHORITY, first_surname=first,
-                                 second_surname=second, given=" ".join(name.get("given") or []),
+    return codec.OutboundPatient(record_number=resource["id"], record_authority=codec.RECORD_AUTHORITY,
+                                 first_surname=first, second_surname=second, given=" ".join(name.get("given") or []),
                                  birth_date=date.fromisoformat(resource["birthDate"]),
                                  sex=resource.get("gender", "unknown"), curp=curp)
 
@@ -69,7 +65,7 @@ def message(ctx: RequestContext, order: dict[str, Any], *, control: str = "NW", 
     code = order["code"]["coding"][0]
     reasons = tuple((str(c["code"]), str(c.get("display", "")))
                     for concept in order.get("reasonCode") or [] for c in concept.get("coding") or []
-                    if c.get("system") == ICD10)
+                    if c.get("system") == icd10.SYSTEM)
     clues = logic.clinic_of(order)
     return codec.orm_o01(
         header=codec.OutboundHeader(clues=clues, receiving_application=RECEIVING_APPLICATION,

@@ -20,8 +20,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-FATHERS_FAMILY = "http://hl7.org/fhir/StructureDefinition/humanname-fathers-family"
-MOTHERS_FAMILY = "http://hl7.org/fhir/StructureDefinition/humanname-mothers-family"
+from expediente.identifiers import FATHERS_FAMILY, MOTHERS_FAMILY
+
+__all__ = ["FATHERS_FAMILY", "MOTHERS_FAMILY"]  # the patients rules use them from here
+
 BIRTH_PLACE = "http://hl7.org/fhir/StructureDefinition/patient-birthPlace"
 NATIONALITY = "http://hl7.org/fhir/StructureDefinition/patient-nationality"
 LOCALITY = "urn:expediente:fhir:StructureDefinition:inegi-locality"

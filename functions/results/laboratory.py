@@ -20,6 +20,7 @@ override a milder flag. Nothing here stores anything; :func:`normalize` raises
 from __future__ import annotations
 
 from decimal import Decimal, InvalidOperation
+from functools import cache
 from typing import Any
 
 from expediente import loinc
@@ -44,8 +45,9 @@ _VALUES = ("valueQuantity", "valueString", "valueCodeableConcept")
 _COMPARATORS = frozenset({"<", "<=", ">=", ">"})
 
 
+@cache
 def codes() -> frozenset[str]:
-    """The codes this category records (to infer it when the client names no category)."""
+    """The codes this category records (to infer it when the client names no category); read on first use."""
     return frozenset(t.code for t in loinc.catalogue() if not t.panel)
 
 
@@ -109,6 +111,12 @@ def is_lab_order(order: dict[str, Any]) -> bool:
 
 def order_status(order: dict[str, Any]) -> str:
     return str(next((e.get("valueCode") for e in order.get("extension") or [] if e.get("url") == ORDER_STATUS), ""))
+
+
+def order_clinic(order: dict[str, Any]) -> str | None:
+    """The CLUES of the clinic that placed the order, if recorded."""
+    clues = next((e.get("valueString") for e in order.get("extension") or [] if e.get("url") == ORDER_CLINIC), None)
+    return str(clues) if clues else None
 
 
 def order_code(order: dict[str, Any]) -> str:

@@ -46,16 +46,16 @@ class Category:
 
     code: str
     display: str
-    codes: frozenset[str]  # the LOINC codes it records (to infer the category when the client omits it)
+    codes: Callable[[], frozenset[str]]  # the LOINC codes it records (to infer the category when none is named)
     normalize: Callable[[dict[str, Any]], dict[str, Any]]  # checks code and value; 400 naming the element
     recorders: frozenset[Role]  # who records (and corrects) this category
 
 
 CATEGORIES: dict[str, Category] = {
-    vital_signs.CATEGORY: Category(vital_signs.CATEGORY, vital_signs.CATEGORY_DISPLAY, vital_signs.CODES,
+    vital_signs.CATEGORY: Category(vital_signs.CATEGORY, vital_signs.CATEGORY_DISPLAY, lambda: vital_signs.CODES,
                                    vital_signs.normalize, frozenset({Role.PHYSICIAN, Role.NURSE})),
     # The laboratory reports; physicians and nurses record point-of-care tests (glucometer, ...).
-    laboratory.CATEGORY: Category(laboratory.CATEGORY, laboratory.CATEGORY_DISPLAY, laboratory.codes(),
+    laboratory.CATEGORY: Category(laboratory.CATEGORY, laboratory.CATEGORY_DISPLAY, laboratory.codes,
                                   laboratory.normalize, frozenset({Role.LAB, Role.PHYSICIAN, Role.NURSE})),
 }
 DEFAULT_CATEGORY = vital_signs.CATEGORY
@@ -161,7 +161,7 @@ def _category(resource: dict[str, Any]) -> tuple[Category, list[dict[str, Any]]]
     else:
         loinc = {str(c.get("code")) for c in (resource.get("code") or {}).get("coding") or []
                  if c.get("system") == vital_signs.LOINC}
-        code = next((c.code for c in CATEGORIES.values() if loinc & c.codes), DEFAULT_CATEGORY)
+        code = next((c.code for c in CATEGORIES.values() if loinc & c.codes()), DEFAULT_CATEGORY)
     category = CATEGORIES[code]
     canonical = {"coding": [{"system": CATEGORY_SYSTEM, "code": category.code, "display": category.display}],
                  "text": category.display}
@@ -226,10 +226,9 @@ class Links:
     def clinic(self, fallback: str | None) -> str:
         """The clinic responsible for the result: the order's, else the encounter's, else the caller's."""
         for order in self.orders:
-            clues = next((e.get("valueString") for e in order.get("extension") or []
-                          if e.get("url") == laboratory.ORDER_CLINIC), None)
+            clues = laboratory.order_clinic(order)
             if clues:
-                return str(clues)
+                return clues
         if self.encounter is not None:
             return str(((self.encounter.get("serviceProvider") or {}).get("identifier") or {}).get("value", ""))
         return fallback or ""

@@ -170,11 +170,9 @@ def _clinic_name(ctx: RequestContext, report: dict[str, Any],
     """The clinic of the report's order (its CLUES), for the printed header."""
     for order_id in observations.order_ids(report):
         order = load(ctx, records.Ref("ServiceRequest", order_id))
-        if order is not None:
-            clues = next((e.get("valueString") for e in order.get("extension") or []
-                          if e.get("url") == laboratory.ORDER_CLINIC), None)
-            if clues:
-                return f"Clínica CLUES {clues}"
+        clues = laboratory.order_clinic(order) if order is not None else None
+        if clues:
+            return f"Clínica CLUES {clues}"
     return "Laboratorio clínico"
 
 

@@ -96,6 +96,8 @@ __all__ = [
 VERSION: Final = "2.5.1"
 ENCODING_CHARACTERS: Final = "^~\\&"
 CHARACTER_SET: Final = "UNICODE UTF-8"
+# PID-3 CX-4 of our own record ids: what our ORM^O01 sends and what results must send back.
+RECORD_AUTHORITY: Final = "EXPEDIENTE"
 
 # HL7 table 0357 (message error condition codes) with the standard texts that go into ERR-3.2.
 ERROR_TEXTS: Final[Mapping[str, str]] = {

@@ -26,6 +26,9 @@ CLUES_SYSTEM = "urn:oid:2.16.840.1.113883.4.631"
 CEDULA_SYSTEM = "urn:oid:2.16.840.1.113883.3.215.12.18"
 NATIONALITY_SYSTEM = "urn:oid:2.16.840.1.113883.3.215.12.15"
 FOLIO_SYSTEM = "urn:expediente:folio"  # the tenant's internal record number (NOM-024 Tabla 1)
+# Mexican names carry two surnames: FHIR's HumanName extensions for the father's and the mother's.
+FATHERS_FAMILY = "http://hl7.org/fhir/StructureDefinition/humanname-fathers-family"
+MOTHERS_FAMILY = "http://hl7.org/fhir/StructureDefinition/humanname-mothers-family"
 
 GENERIC_CURP = "XXXX999999XXXXXX99"
 BORN_ABROAD = "NE"
