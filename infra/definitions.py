@@ -92,7 +92,13 @@ class FunctionDef:
     public_routes: tuple[str, ...] = ()
     writes: tuple[str, ...] = ()
     reads: tuple[str, ...] = ()
+    # Buckets (by id): ``buckets_write`` read and put; ``buckets_read`` read only (e.g. to presign
+    # downloads); ``buckets_upload`` put only (to presign uploads); ``buckets_delete`` remove
+    # objects moved elsewhere (a delete marker: versions are kept, never ``DeleteObjectVersion``).
     buckets_write: tuple[str, ...] = ()
+    buckets_read: tuple[str, ...] = ()
+    buckets_upload: tuple[str, ...] = ()
+    buckets_delete: tuple[str, ...] = ()
     puts_events: bool = False
     cognito_admin: bool = False
     # Practitioners' signing keys in KMS: "create" (register a practitioner: CreateKey, GetPublicKey)
@@ -149,7 +155,10 @@ BUCKETS: tuple[BucketDef, ...] = (
 QUEUES: tuple[QueueDef, ...] = (
     QueueDef(id="critical_alerts", purpose="CriticalResultDetected for alerting and escalation"),
     QueueDef(id="integration", purpose="record lifecycle events for integration engines"),
-    QueueDef(id="order_results", purpose="ResultRecorded for the orders function: orders advance with their results"),
+    QueueDef(id="order_results",
+             purpose="ResultRecorded and DicomInstanceIngested for the orders function: orders advance with their "
+                     "results and images"),
+    QueueDef(id="ingest", purpose="ObjectCreated notifications of the ingest bucket for dicom_ingest"),
 )
 
 TOPICS: tuple[TopicDef, ...] = (
@@ -166,7 +175,10 @@ RULES: tuple[RuleDef, ...] = (
                       "OrderMessageQueued", "CriticalResultAcknowledged"),
         target_queue="integration",
     ),
-    RuleDef(id="results_to_orders", detail_types=("ResultRecorded",), target_queue="order_results"),
+    RuleDef(id="results_to_orders", detail_types=("ResultRecorded", "DicomInstanceIngested"),
+            target_queue="order_results"),
+    RuleDef(id="imaging_lifecycle", detail_types=("DicomInstanceIngested", "DicomInstanceQuarantined"),
+            target_queue="integration"),
 )
 
 SCHEDULES: tuple[ScheduleDef, ...] = (
@@ -227,16 +239,20 @@ FUNCTIONS: tuple[FunctionDef, ...] = (
         writes=("orders", "audit", "idempotency"),
         reads=("patients", "admin", "notes", "results"),
         buckets_write=("documents",),
+        buckets_upload=("ingest",),
         puts_events=True,
         consumes=("order_results",),
     ),
     FunctionDef(
         id="results",
-        description="Observations (vital signs, laboratory), DiagnosticReport, critical-result alerts",
+        description="Observations (vital signs, laboratory), DiagnosticReport, critical-result alerts, "
+                    "ImagingStudy and DICOMweb",
         routes=("/fhir/Observation", "/fhir/Observation/{proxy+}", "/fhir/DiagnosticReport",
-                "/fhir/DiagnosticReport/{proxy+}", "/fhir/Communication", "/fhir/Communication/{proxy+}"),
+                "/fhir/DiagnosticReport/{proxy+}", "/fhir/Communication", "/fhir/Communication/{proxy+}",
+                "/fhir/ImagingStudy", "/fhir/ImagingStudy/{proxy+}", "/dicomweb/{proxy+}"),
         writes=("results", "audit", "idempotency"),
         reads=("patients", "admin", "notes", "orders"),
+        buckets_read=("imaging",),
         puts_events=True,
     ),
     FunctionDef(
@@ -247,6 +263,20 @@ FUNCTIONS: tuple[FunctionDef, ...] = (
         reads=("admin", "notes", "orders"),
         puts_events=True,
         bundles=("patients", "results", "orders"),
+    ),
+    FunctionDef(
+        id="dicom_ingest",
+        description="DICOM ingest from S3: header-only reads, order and patient matching, archive, quarantine",
+        routes=("/admin/dicom-quarantine", "/admin/dicom-quarantine/{proxy+}"),
+        writes=("results", "audit"),
+        reads=("admin", "orders", "patients"),
+        buckets_write=("imaging", "quarantine"),
+        buckets_read=("ingest",),
+        buckets_delete=("ingest", "quarantine"),
+        puts_events=True,
+        consumes=("ingest",),
+        bundles=("orders", "patients"),
+        timeout_s=60,
     ),
 )
 

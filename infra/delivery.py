@@ -22,10 +22,8 @@ CONSUMER_BATCHING_WINDOW_S = 2
 CONSUMER_VISIBILITY_FACTOR = 6
 # A message is retried this many times before it is parked in the dead-letter queue.
 MAX_RECEIVE_COUNT = 5
-# The ingest queue (S3 ObjectCreated of the ingest bucket): long enough for the future DICOM
-# ingest function (timeout up to 60 s) to be retried safely.
+# The ingest queue (S3 ObjectCreated of the ingest bucket), consumed by the dicom_ingest function.
 INGEST_QUEUE_ID = "ingest"
-INGEST_VISIBILITY_TIMEOUT_S = 6 * 60
 
 
 def consumers(queue_id: str) -> tuple[definitions.FunctionDef, ...]:
@@ -39,8 +37,6 @@ def visibility_timeout_s(queue_id: str) -> int | None:
     Lambda refuses an event source whose queue hides messages for less than the function's
     timeout, hence the factor over the longest consumer's timeout.
     """
-    if queue_id == INGEST_QUEUE_ID:
-        return INGEST_VISIBILITY_TIMEOUT_S
     timeouts = [fn.timeout_s for fn in consumers(queue_id)]
     if not timeouts:
         return None

@@ -86,12 +86,8 @@ DLQ_MAX_RECEIVE_COUNT = delivery.MAX_RECEIVE_COUNT
 FUNCTION_ALIAS = "live"
 
 # ObjectCreated in the ingest bucket feeds the dicom_ingest queue (architecture: "S3 ingest
-# bucket → ObjectCreated → SQS (DLQ)"). infra.definitions does not declare that queue yet; until
-# it does, the local stack adds it here so the S3 → SQS path exists.
+# bucket → ObjectCreated → SQS (DLQ)"), as the stateful stack's notification configuration does.
 INGEST_BUCKET_ID = "ingest"
-INGEST_QUEUE = QueueDef(
-    id=delivery.INGEST_QUEUE_ID, purpose="ObjectCreated events of the ingest bucket for dicom_ingest"
-)
 
 # How often a server thread checks for shutdown (werkzeug's default 0.5 s makes Ctrl-C feel slow).
 SERVE_POLL_S = 0.1
@@ -115,10 +111,8 @@ def function_arn(region: str, account_id: str, function_id: str) -> str:
 
 
 def queue_definitions() -> tuple[QueueDef, ...]:
-    """The declared queues plus the ingest queue if the definitions do not declare it yet."""
-    if any(queue.id == INGEST_QUEUE.id for queue in QUEUES):
-        return QUEUES
-    return (*QUEUES, INGEST_QUEUE)
+    """The declared queues (the ingest queue among them)."""
+    return QUEUES
 
 
 def configured_port(default: int = DEFAULT_PORT) -> int:
@@ -568,7 +562,7 @@ def _create_buckets(s3: Any, *, region: str, key_arn: str, queues: Mapping[str, 
             "QueueConfigurations": [
                 {
                     "Id": "ingest-object-created",
-                    "QueueArn": queues[INGEST_QUEUE.id].arn,
+                    "QueueArn": queues[delivery.INGEST_QUEUE_ID].arn,
                     "Events": ["s3:ObjectCreated:*"],
                 }
             ]

@@ -33,9 +33,9 @@ import io
 import re
 import struct
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date
-from typing import BinaryIO, cast
+from typing import Any, BinaryIO, cast
 
 import pydicom
 from pydicom.dataset import Dataset, FileDataset, FileMetaDataset
@@ -46,6 +46,9 @@ Reader = Callable[[int, int], bytes]
 """``read(start, end_exclusive) -> bytes``; may return fewer bytes only at the end of the object."""
 
 REASONS = ("not-dicom", "truncated", "missing-uid", "invalid-uid", "unreadable-header", "header-too-large")
+
+BULK_DATA_THRESHOLD = 1024
+"""Binary element values longer than this stay out of the stored DICOM JSON (served as BulkDataURI)."""
 
 DEFLATED_LIMIT = 8 * 1024 * 1024
 """Largest deflated object read whole: its header cannot be read without inflating everything."""
@@ -84,6 +87,9 @@ class Instance:
     transfer_syntax_uid: str
     header_bytes: int
     bytes_read: int
+    # The header as DICOM JSON (PS3.18 F.2) for WADO-RS metadata: binary values over
+    # :data:`BULK_DATA_THRESHOLD` bytes are left out as ``{"vr": ..., "BulkDataURI": ""}``.
+    metadata: dict[str, Any] = field(default_factory=dict)
 
 
 class Rejected(Exception):
@@ -278,7 +284,18 @@ def _instance(ds: FileDataset, *, header_end: int, fetcher: _Fetcher) -> Instanc
         # was read, so the object size is the honest header size.
         header_bytes=fetcher.size if deflated else header_end,
         bytes_read=fetcher.bytes_read,
+        metadata=_json(ds),
     )
+
+
+def _json(ds: Dataset) -> dict[str, Any]:
+    """The dataset as DICOM JSON; elements pydicom cannot encode are left out rather than refusing the object."""
+    try:
+        return ds.to_json_dict(bulk_data_threshold=BULK_DATA_THRESHOLD, bulk_data_element_handler=lambda _: "",
+                               suppress_invalid_tags=True)
+    except Exception as exc:  # noqa: BLE001 - untrusted input: an element pydicom cannot encode at all
+        raise Rejected("unreadable-header", f"the header could not be encoded as DICOM JSON ({type(exc).__name__})") \
+            from exc
 
 
 def _value(ds: Dataset, keyword: str) -> object:

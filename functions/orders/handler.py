@@ -162,6 +162,23 @@ def _announce(ctx: RequestContext, order_id: str, message: Queued) -> None:
                                               request_id=ctx.request_id))
 
 
+@app.post(r"/fhir/ServiceRequest/<resource_id>/\$dicom-upload")
+def dicom_upload(resource_id: str) -> Response[str]:
+    """Presigned PUT URLs for the DICOM files of an imaging order: ``Parameters`` with one ``size``
+    (valueInteger, bytes) per file; answers one ``upload`` part per file (url, method, headers)."""
+    ctx = request_context(app)
+    ctx.require(ORDER, Interaction.DICOM_UPLOAD)
+    order = repository().require(ctx, ORDER, routes.id(ORDER, resource_id))
+    body = json_body(app, resource_type="Parameters")
+    sizes = [p.get("valueInteger") for p in body.get("parameter") or [] if isinstance(p, dict) and p.get("name") == "size"]
+    from . import uploads
+
+    issued = uploads.presign(ctx, order.resource, sizes)
+    audit.record(ctx, AuditEntry(ORDER, Action.OPERATION, order.resource["id"], patients_of([order]), 200,
+                                 detail={"operation": "$dicom-upload", "files": str(len(issued))}))
+    return fhir_response(uploads.parameters(issued))
+
+
 @app.put("/fhir/ServiceRequest/<resource_id>")
 def update_order(resource_id: str) -> Response[str]:
     request_context(app)
@@ -204,12 +221,27 @@ def _status_changed(ctx: RequestContext, saved: logic.Saved) -> Callable[[Any], 
                                             request_id=ctx.request_id)
 
 
+def on_images_ingested(detail: dict[str, Any]) -> None:
+    """A ``DicomInstanceIngested`` event: the imaging order starts (``in-process``) with its first image."""
+    from expediente import events
+
+    event = events.DicomInstanceIngested.model_validate(detail)
+    ctx = service_context(event.tenant_id, "orders-from-images", request_id=event.request_id)
+    for saved in logic.start_with_images(ctx, event.order_id, repo=repository()):
+        _publish(_status_changed(ctx, saved))
+        logger.info("imaging order started by its images", extra={"tenant": ctx.tenant, "order_id": event.order_id})
+
+
+_CONSUMED = {"ResultRecorded": on_result_recorded, "DicomInstanceIngested": on_images_ingested}
+
+
 def _record_handler(record: Any) -> None:
     body = json.loads(record.body)
-    if body.get("detail-type") != "ResultRecorded":
+    handle = _CONSUMED.get(str(body.get("detail-type")))
+    if handle is None:
         logger.warning("ignored an event this queue should not carry", extra={"detail_type": body.get("detail-type")})
         return
-    on_result_recorded(body["detail"])
+    handle(body["detail"])
 
 
 def _consume(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:

@@ -352,3 +352,22 @@ def advance_with_results(ctx: RequestContext, order_id: str, *, repo: ClinicalRe
         saved.append(Saved(resource, version, previous_status=before))
         current = Stored(resource, version, now)
     return saved
+
+
+def start_with_images(ctx: RequestContext, order_id: str, *, repo: ClinicalRepository,
+                      clock: Callable[[], datetime] | None = None) -> list[Saved]:
+    """Move an imaging order to ``in-process`` when its first DICOM instance is archived.
+
+    Idempotent like :func:`advance_with_results`: later instances, redeliveries and orders already
+    in process, completed or cancelled change nothing. Completing an imaging order stays the
+    radiology department's act (``$status``), once the study is read.
+    """
+    current = repo.get(ctx, "ServiceRequest", order_id)
+    if current is None or category_of(current.resource) != IMAGING or order_status(current.resource) != "requested":
+        return []
+    now = now_instant(clock)
+    version = current.version + 1
+    resource = stamp(_with_status(current.resource, "in-process"), order_id, version, now)
+    repo.put(ctx, resource, index=index_entry, now=now, previous=current, action=Action.OPERATION,
+             detail={"operation": "images", "status": "requested->in-process"})
+    return [Saved(resource, version, previous_status="requested")]

@@ -35,7 +35,7 @@ from expediente.permissions import Interaction
 from expediente.routes import ClinicalRoutes, patients_of
 from expediente.store import Stored
 
-from . import critical, diagnostic_reports, observations, views
+from . import critical, diagnostic_reports, imaging, observations, views
 from .repository import repository
 
 app = create_app()
@@ -80,12 +80,20 @@ def _included(ctx: RequestContext, repo: ClinicalRepository, found: list[Stored]
     return extra
 
 
+def _present(ctx: RequestContext, stored: Stored) -> dict[str, Any]:
+    if stored.resource.get("resourceType") == imaging.STUDY:
+        return imaging.present(ctx, stored)
+    return stored.resource
+
+
 routes = ClinicalRoutes(
     app, repository,
-    searches={OBSERVATION: observations.SEARCH, REPORT: diagnostic_reports.SEARCH, ALERT: critical.SEARCH},
+    searches={OBSERVATION: observations.SEARCH, REPORT: diagnostic_reports.SEARCH, ALERT: critical.SEARCH,
+              imaging.STUDY: imaging.SEARCH},
     includes={REPORT: {"_include": frozenset({"DiagnosticReport:result"})},
               ALERT: {"_include": frozenset({"Communication:about"})}},
     include=_included,
+    present=_present,
 )
 
 
@@ -251,7 +259,15 @@ def time_to_acknowledge() -> Response[str]:
     return fhir_response(summary)
 
 
-for _type in (OBSERVATION, REPORT, ALERT):  # after the $operation GETs above, so those paths match first
+# ------------------------------------------------------------------ imaging studies ---
+
+
+@app.get("/fhir/ImagingStudy")
+def search_studies() -> Response[str]:
+    return routes.search(imaging.STUDY, imaging.search_params(query_params(app)))
+
+
+for _type in (OBSERVATION, REPORT, ALERT, imaging.STUDY):  # after the $operation GETs above, so those match first
     routes.register_reads(_type)
 
 

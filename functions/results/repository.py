@@ -5,6 +5,7 @@ Items in the ``results`` table (layout hidden from callers; see :mod:`expediente
   encrypted with the tenant's envelope; notes read the same items through
   :func:`expediente.records.load` to check the Observations a note references;
 - versioned ``DiagnosticReport`` and ``Communication`` (critical-result alerts), same layout;
+- ``ImagingStudy`` and its instances, written by the DICOM ingest (layout in :mod:`expediente.imaging`);
 - search index items per facet (``<tenant>#<Type>#IX#<facet>#<value>`` / ``<instant>#<id>``):
   a patient's, an encounter's or an order's results, one test of one patient over time
   (``patient-code``), a clinic's alerts and the open ones, newest first;
@@ -23,7 +24,7 @@ from expediente.context import TenantId
 from expediente.settings import settings
 from expediente.store import query
 
-TYPES = ("Observation", "DiagnosticReport", "Communication")
+TYPES = ("Observation", "DiagnosticReport", "Communication", "ImagingStudy")
 
 
 def _codes_partition(tenant: TenantId, patient_id: str) -> str:

@@ -65,6 +65,12 @@ def handler_for(function_id: str) -> str:
     return f"functions.{function_id}.handler.lambda_handler"
 
 
+def _bucket_ids(definition: definitions.FunctionDef) -> tuple[str, ...]:
+    """Every bucket the function touches, each once."""
+    return tuple(dict.fromkeys((*definition.buckets_write, *definition.buckets_read, *definition.buckets_upload,
+                                *definition.buckets_delete)))
+
+
 class ExpedienteFunction(Construct):
     """A domain function: Python 3.12 on arm64, published with SnapStart behind alias ``live``.
 
@@ -89,7 +95,7 @@ class ExpedienteFunction(Construct):
         super().__init__(scope, construct_id)
         self.definition = definition
         self._tables = {t: shared.table(self, t) for t in dict.fromkeys((*definition.writes, *definition.reads))}
-        self._buckets = {b: shared.bucket(self, b) for b in definition.buckets_write}
+        self._buckets = {b: shared.bucket(self, b) for b in _bucket_ids(definition)}
 
         # Our own role, without the AWSLambdaBasicExecutionRole managed policy: log writes are
         # granted on this function's log group only.
@@ -144,7 +150,7 @@ class ExpedienteFunction(Construct):
         for table_id in (*definition.writes, *definition.reads):
             env[definitions.table(table_id).env] = shared.table_names[table_id]
         buckets = {b.id: b for b in definitions.BUCKETS}
-        for bucket_id in definition.buckets_write:
+        for bucket_id in _bucket_ids(definition):
             env[buckets[bucket_id].env] = shared.bucket_names[bucket_id]
         env.update(definition.env)
         return env
@@ -164,10 +170,16 @@ class ExpedienteFunction(Construct):
                 actions=["dynamodb:Scan"],
                 resources=[arn for t in tables.values() for arn in (t.table_arn, f"{t.table_arn}/index/*")],
             ))
-        for bucket in self._buckets.values():
-            # Read and put, never delete: NOM-004 5.11 forbids erasing clinical records.
-            bucket.grant_read(self.role)
-            bucket.grant_put(self.role)
+        for bucket_id, bucket in self._buckets.items():
+            # Never DeleteObjectVersion: NOM-004 5.11 forbids erasing clinical records. A function that
+            # moves objects out of a bucket may only add a delete marker (the buckets are versioned).
+            if bucket_id in (*definition.buckets_write, *definition.buckets_read):
+                bucket.grant_read(self.role)
+            if bucket_id in (*definition.buckets_write, *definition.buckets_upload):
+                bucket.grant_put(self.role)
+            if bucket_id in definition.buckets_delete:
+                self.role.add_to_principal_policy(iam.PolicyStatement(
+                    actions=["s3:DeleteObject"], resources=[bucket.arn_for_objects("*")]))
         # Envelope encryption and blind indexes: data keys come from the app key.
         shared.app_key.grant_encrypt_decrypt(self.role)
         shared.app_key.grant(self.role, "kms:GenerateDataKey")

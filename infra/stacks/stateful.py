@@ -127,7 +127,7 @@ class StatefulStack(cdk.Stack):
         self.queues = {q.id: self._queue(q.id, q.purpose) for q in definitions.QUEUES}
         self.topics = {t.id: self._topic(t) for t in definitions.TOPICS}
         self.rules = {rule.id: self._rule(rule) for rule in definitions.RULES}
-        self.ingest_queue = self._queue(delivery.INGEST_QUEUE_ID, "ObjectCreated notifications of the ingest bucket")
+        self.ingest_queue = self.queues[delivery.INGEST_QUEUE_ID]
         self._notify_on_upload(self.buckets[INGEST_BUCKET], self.ingest_queue)
 
         self.user_pool, self.user_pool_client = self._user_pool()

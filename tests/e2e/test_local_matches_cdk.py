@@ -100,7 +100,7 @@ def test_topics_match(local_description, templates):
 def test_queue_settings_match(local_description, templates):
     stateful, _ = templates
     local = local_description["queues"]
-    for queue in (*definitions.QUEUES, definitions.QueueDef(id=delivery.INGEST_QUEUE_ID, purpose="ingest")):
+    for queue in definitions.QUEUES:
         props = _by_prefix(stateful, "AWS::SQS::Queue", f"{_logical_prefix(queue.id)}Queue")
         assert local[queue.id]["visibility_timeout_s"] == props.get("VisibilityTimeout", 30), queue.id
         assert local[queue.id]["max_receive_count"] == props["RedrivePolicy"]["maxReceiveCount"], queue.id

@@ -70,7 +70,7 @@ def _cdk_description(synth: Synth) -> dict[str, Any]:
             "ttl_attribute": ttl.get("AttributeName") if ttl.get("Enabled") else None,
         }
 
-    queues = {**stateful.queues, "ingest": stateful.ingest_queue}
+    queues = stateful.queues
     queue_ids = {stateful.get_logical_id(q.node.default_child): q_id for q_id, q in queues.items()}
 
     buckets = {}

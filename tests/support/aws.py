@@ -75,7 +75,7 @@ def reset_caches() -> None:
     import importlib
 
     for module in ("functions.patients.repository", "functions.notes.repository", "functions.results.repository",
-                   "functions.orders.repository"):
+                   "functions.orders.repository", "functions.dicom_ingest.ingest"):
         try:
             importlib.import_module(module).repository.cache_clear()
         except (ImportError, AttributeError):
@@ -183,6 +183,8 @@ def provision() -> tuple[str, str]:
     s3 = boto3.client("s3", region_name=REGION)
     for bucket in definitions.BUCKETS:
         s3.create_bucket(Bucket=bucket_name(bucket.id))
+        # Versioned as deployed: a "move" leaves the old version behind a delete marker.
+        s3.put_bucket_versioning(Bucket=bucket_name(bucket.id), VersioningConfiguration={"Status": "Enabled"})
     key_arn = make_key()
     events = boto3.client("events", region_name=REGION)
     events.create_event_bus(Name="expediente")

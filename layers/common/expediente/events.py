@@ -134,13 +134,23 @@ class OrderMessageQueued(DomainEvent):
 
 
 class DicomInstanceIngested(DomainEvent):
+    """An instance was archived and added to its ImagingStudy (whose id is the study UID)."""
+
     study_uid: str
+    series_uid: str
     sop_instance_uid: str
     patient_id: str
-    accession_number: str | None = None
+    order_id: str
+    accession_number: str
 
 
 class DicomInstanceQuarantined(DomainEvent):
+    """An uploaded object was moved to the quarantine bucket (``object_key``) instead of being attached.
+
+    ``tenant_id`` is ``unassigned`` when the upload's key named no registered tenant.
+    """
+
+    quarantine_id: str
     object_key: str
     reason: str
 

@@ -44,6 +44,8 @@ class Interaction(StrEnum):
     TREND = "$trend"
     PRINT = "$print"
     TIME_TO_ACKNOWLEDGE = "$time-to-acknowledge"
+    DICOM_UPLOAD = "$dicom-upload"
+    RELEASE = "$release"
 
 
 _I = Interaction
@@ -135,13 +137,24 @@ PERMISSIONS: Final[dict[str, dict[Role, frozenset[Interaction]]]] = {
         Role.ADMIN: frozenset({_I.READ, _I.UPDATE}),
         **{role: frozenset({_I.READ}) for role in (Role.PHYSICIAN, Role.NURSE, Role.LAB)},
     },
+    # Imaging studies, written only by the DICOM ingest; read over FHIR and DICOMweb.
+    "ImagingStudy": {
+        **{role: _READ_ONLY for role in (Role.PHYSICIAN, Role.NURSE, Role.RADIOLOGY)},
+        Role.PATIENT: _OWN_RECORD,
+    },
+    # DICOM objects the ingest could not attach: administrators review and release them; radiology
+    # sees what is waiting.
+    "DicomQuarantine": {
+        Role.ADMIN: frozenset({_I.READ, _I.SEARCH, _I.RELEASE}),
+        Role.RADIOLOGY: frozenset({_I.READ, _I.SEARCH}),
+    },
     # Lab and imaging orders. Which role may make which status change (the performing department
     # starts and completes, the physician cancels) is refined in functions/orders/logic.py.
     "ServiceRequest": {
-        Role.PHYSICIAN: _READ_ONLY | {_I.CREATE, _I.STATUS},
+        Role.PHYSICIAN: _READ_ONLY | {_I.CREATE, _I.STATUS, _I.DICOM_UPLOAD},
         Role.NURSE: _READ_ONLY,
         Role.LAB: _READ_ONLY | {_I.STATUS},
-        Role.RADIOLOGY: _READ_ONLY | {_I.STATUS},
+        Role.RADIOLOGY: _READ_ONLY | {_I.STATUS, _I.DICOM_UPLOAD},
         Role.RECEPTION: _LOOKUP,
         Role.PATIENT: _OWN_RECORD,
     },

@@ -29,6 +29,7 @@ _OWNERS: dict[str, str] = {
     "Observation": "table_results",
     "DiagnosticReport": "table_results",
     "Communication": "table_results",
+    "ImagingStudy": "table_results",
     "ServiceRequest": "table_orders",
     "Practitioner": "table_admin",
     "Organization": "table_admin",

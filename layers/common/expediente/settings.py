@@ -34,6 +34,9 @@ class Settings:
     user_pool_id: str = ""
     user_pool_client_id: str = ""
     bucket_documents: str = ""
+    bucket_ingest: str = ""
+    bucket_imaging: str = ""
+    bucket_quarantine: str = ""
     # FHIR paging: default and hard cap of ``_count``.
     page_default: int = 20
     page_max: int = 100
@@ -63,6 +66,9 @@ _ENV = {
     "user_pool_id": ("USER_POOL_ID",),
     "user_pool_client_id": ("USER_POOL_CLIENT_ID",),
     "bucket_documents": ("BUCKET_DOCUMENTS",),
+    "bucket_ingest": ("BUCKET_INGEST",),
+    "bucket_imaging": ("BUCKET_IMAGING",),
+    "bucket_quarantine": ("BUCKET_QUARANTINE",),
     "page_default": ("FHIR_PAGE_DEFAULT",),
     "page_max": ("FHIR_PAGE_MAX",),
 }
