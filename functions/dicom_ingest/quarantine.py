@@ -33,7 +33,10 @@ _SHOWN = ("id", "status", "reason", "detail", "received_at", "quarantined_at", "
 
 def present(item: dict[str, Any]) -> dict[str, Any]:
     """What an administrator sees of a record (no keys, no patient data)."""
-    return {name: item[name] for name in _SHOWN if item.get(name) not in (None, "")}
+    shown = {name: item[name] for name in _SHOWN if item.get(name) not in (None, "")}
+    if "size" in shown:
+        shown["size"] = int(shown["size"])  # DynamoDB numbers come back as Decimal
+    return shown
 
 
 def listing(ctx: RequestContext, params: dict[str, str]) -> tuple[list[dict[str, Any]], str | None]:
