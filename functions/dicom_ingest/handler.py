@@ -9,23 +9,27 @@ Each delivery only finishes what the previous one left (see :mod:`.ingest`).
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from expediente import audit, aws, events
+from expediente import audit, aws
 from expediente.api import create_app, json_body, logger, query_params, request_context
 from expediente.audit import Action, AuditEntry
 from expediente.errors import Invalid
 from expediente.permissions import Interaction
 from expediente.settings import settings
 
-from . import ingest, objects, quarantine
+if TYPE_CHECKING:
+    from . import ingest
 
 app = create_app()
 QUARANTINE = "DicomQuarantine"
 JSON = "application/json"
+
+
+# pydicom and the event models load with the first batch or release, not at cold start (decision 0009).
 
 
 def _json(body: Any, *, status: int = 200) -> Response[str]:
@@ -37,6 +41,8 @@ def _json(body: Any, *, status: int = 200) -> Response[str]:
 
 @app.get("/admin/dicom-quarantine")
 def list_quarantine() -> Response[str]:
+    from . import quarantine
+
     ctx = request_context(app)
     ctx.require(QUARANTINE, Interaction.SEARCH)
     items, next_page = quarantine.listing(ctx, query_params(app))
@@ -47,6 +53,8 @@ def list_quarantine() -> Response[str]:
 
 @app.get("/admin/dicom-quarantine/<quarantine_id>")
 def read_quarantine(quarantine_id: str) -> Response[str]:
+    from . import quarantine
+
     ctx = request_context(app)
     ctx.require(QUARANTINE, Interaction.READ)
     item = quarantine.read(ctx, quarantine_id)
@@ -57,6 +65,8 @@ def read_quarantine(quarantine_id: str) -> Response[str]:
 @app.post(r"/admin/dicom-quarantine/<quarantine_id>/\$release")  # "$" escaped: routes are regular expressions
 def release_quarantine(quarantine_id: str) -> Response[str]:
     """``Parameters``: ``reason`` (required), ``accession`` (the order it belongs to), ``confirmPatient``."""
+    from . import quarantine
+
     ctx = request_context(app)
     ctx.require(QUARANTINE, Interaction.RELEASE)
     body = json_body(app, resource_type="Parameters")
@@ -67,6 +77,8 @@ def release_quarantine(quarantine_id: str) -> Response[str]:
     record, announced = quarantine.release(
         ctx, quarantine_id, accession=(values.get("accession") or {}).get("valueString"),
         patient_confirmed=confirm, reason=str((values.get("reason") or {}).get("valueString") or ""))
+    from expediente import events
+
     events.publish(*announced)
     logger.info("dicom object released", extra={"tenant": ctx.tenant, "quarantine_id": quarantine_id})
     return _json(quarantine.present(record))
@@ -77,6 +89,10 @@ def release_quarantine(quarantine_id: str) -> Response[str]:
 
 def consume(event: dict[str, Any]) -> dict[str, Any]:
     """One SQS batch of S3 notifications; returns ``batchItemFailures`` for the records to retry."""
+    from expediente import events
+
+    from . import ingest, objects
+
     failures: set[str] = set()
     outcome = ingest.Outcome()
     accepted: list[tuple[str, ingest.Accepted]] = []
@@ -126,6 +142,8 @@ def _by_study(accepted: list[tuple[str, ingest.Accepted]]) -> list[list[tuple[st
 
 
 def _failed(failures: set[str], message_ids: list[str], exc: Exception) -> None:
+    from . import ingest
+
     failures.update(message_ids)
     if ingest.transient(exc):
         cause = exc.__cause__

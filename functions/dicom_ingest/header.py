@@ -293,7 +293,7 @@ def _json(ds: Dataset) -> dict[str, Any]:
     try:
         return ds.to_json_dict(bulk_data_threshold=BULK_DATA_THRESHOLD, bulk_data_element_handler=lambda _: "",
                                suppress_invalid_tags=True)
-    except Exception as exc:  # noqa: BLE001 - untrusted input: an element pydicom cannot encode at all
+    except Exception as exc:
         raise Rejected("unreadable-header", f"the header could not be encoded as DICOM JSON ({type(exc).__name__})") \
             from exc
 

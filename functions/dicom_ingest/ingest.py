@@ -23,6 +23,7 @@ archive or the quarantine.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import re
 import urllib.parse
@@ -34,11 +35,11 @@ from typing import Any
 from botocore.exceptions import BotoCoreError, ClientError
 
 from expediente import audit, aws, events, imaging, records, tenants
+from expediente.api import logger
 from expediente.audit import Action, AuditEntry
 from expediente.clinical import ClinicalRepository, Write, now_instant
 from expediente.context import TENANT_ID, RequestContext, TenantId, service_context
 from expediente.errors import ServiceUnavailable
-from expediente.api import logger
 from expediente.settings import settings
 from expediente.store import TransactionConflict, transact
 
@@ -249,7 +250,8 @@ def _check_patient(tenant: TenantId, header_id: str, patient_id: str) -> None:
 def quarantine_id(upload: Upload) -> str:
     """Stable for one uploaded object, so a redelivered notification finds the same record."""
     digest = hashlib.sha256(f"{upload.bucket}\n{upload.key}\n{upload.version_id or ''}".encode()).hexdigest()[:16]
-    stamp_ = upload.event_time.replace("-", "").replace(":", "").split(".")[0].rstrip("Z")
+    # 20261125T234615.710Z -> 20261125T234615710Z: sortable to the millisecond, newest last.
+    stamp_ = upload.event_time.replace("-", "").replace(":", "").replace(".", "").rstrip("Z")
     return f"{stamp_}Z-{digest}"
 
 
@@ -258,8 +260,8 @@ def _quarantine(tenant: TenantId | None, upload: Upload, source: objects.Source,
     """Move the object to the quarantine bucket with its reason, record it, announce it."""
     qid = quarantine_id(upload)
     owner = tenant or UNASSIGNED
-    name = upload.key.rsplit("/", 1)[-1][:200] or "object"
-    key = f"{owner}/{qid}/{name}"
+    # Only our own id in the key: an uploader's file name can carry a patient's name or CURP.
+    key = f"{owner}/{qid}.dcm"
     size = source.size or upload.size
     try:
         objects.copy(source, settings().bucket_quarantine, key, size=size,
@@ -269,22 +271,21 @@ def _quarantine(tenant: TenantId | None, upload: Upload, source: objects.Source,
         return
     if tenant is not None:
         record = {"pk": imaging.quarantine_partition(tenant), "sk": qid, "id": qid, "status": "quarantined",
-                  "reason": reason, "detail": detail, "source_key": upload.key, "quarantine_key": key, "size": size,
+                  "reason": reason, "detail": detail, "quarantine_key": key,
+                  "source_key_sha256": hashlib.sha256(upload.key.encode()).hexdigest(), "size": size,
                   "received_at": upload.event_time, "quarantined_at": now_instant()}
         if instance is not None:
             record.update({"accession": instance.accession_number, "study": instance.study_uid,
                            "series": instance.series_uid, "sop": instance.sop_instance_uid,
                            "modality": instance.modality})
         ctx = service_context(tenant, SERVICE)
-        try:
+        with contextlib.suppress(TransactionConflict):  # recorded by an earlier delivery of the same notification
             transact([
                 {"Put": {"TableName": settings().table_results, "Item": aws.to_item(record),
                          "ConditionExpression": "attribute_not_exists(pk)"}},
                 *audit.audit_puts(ctx, AuditEntry(imaging.QUARANTINE, Action.CREATE, qid, (), 201,
                                                   detail={"reason": reason})),
             ])
-        except TransactionConflict:
-            pass  # recorded by an earlier delivery of the same notification
     outcome.published.append(events.DicomInstanceQuarantined(tenant_id=owner, quarantine_id=qid, reason=reason,
                                                              object_key=key))
     if upload.bucket == settings().bucket_ingest:

@@ -83,13 +83,15 @@ def _series(instance: Instance) -> dict[str, Any]:
 
 
 def index_entry(resource: dict[str, Any]) -> Entry:
-    """Found by patient, by order, by accession number or study UID; filtered by modality; sorted by date."""
+    """Found by patient, by order, by accession number or study UID, or among all the tenant's studies;
+    filtered by modality; sorted by date."""
     study_uid = resource["id"]
     accession = next((i["value"] for i in resource.get("identifier", []) if i.get("system") == ACCESSION_SYSTEM), "")
     order = resource["basedOn"][0]["reference"].removeprefix("ServiceRequest/")
     return Entry(
         sort=str(resource.get("started") or resource["meta"]["lastUpdated"]),
         facets={"patient": (resource["subject"]["reference"].removeprefix("Patient/"),), "order": (order,),
+                "all": ("studies",),  # the tenant's studies by date, for DICOMweb searches without a key
                 "identifier": tuple(v for v in (accession, f"urn:oid:{study_uid}", study_uid) if v)},
         attrs={"modality": [m["code"] for m in resource.get("modality", [])]},
     )

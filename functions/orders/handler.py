@@ -170,7 +170,8 @@ def dicom_upload(resource_id: str) -> Response[str]:
     ctx.require(ORDER, Interaction.DICOM_UPLOAD)
     order = repository().require(ctx, ORDER, routes.id(ORDER, resource_id))
     body = json_body(app, resource_type="Parameters")
-    sizes = [p.get("valueInteger") for p in body.get("parameter") or [] if isinstance(p, dict) and p.get("name") == "size"]
+    sizes = [p.get("valueInteger") for p in body.get("parameter") or []
+             if isinstance(p, dict) and p.get("name") == "size"]
     from . import uploads
 
     issued = uploads.presign(ctx, order.resource, sizes)

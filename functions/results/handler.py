@@ -8,6 +8,7 @@ every minute (an EventBridge ``Scheduled Event``, see :func:`lambda_handler`).
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
 from typing import Any
 
@@ -29,7 +30,7 @@ from expediente.audit import Action, AuditEntry
 from expediente.clinical import ClinicalRepository, new_id
 from expediente.context import RequestContext, service_context
 from expediente.critical_policy import Policy
-from expediente.errors import Invalid
+from expediente.errors import Invalid, NotFound
 from expediente.fhir import searchset
 from expediente.permissions import Interaction
 from expediente.routes import ClinicalRoutes, patients_of
@@ -265,6 +266,117 @@ def time_to_acknowledge() -> Response[str]:
 @app.get("/fhir/ImagingStudy")
 def search_studies() -> Response[str]:
     return routes.search(imaging.STUDY, imaging.search_params(query_params(app)))
+
+
+# DICOMweb (PS3.18): QIDO-RS searches and WADO-RS metadata in DICOM JSON, instances by redirect to
+# a short-lived presigned URL, a PNG thumbnail per series. Same tokens, tenancy and audit as FHIR.
+_DICOMWEB = "/dicomweb/studies"
+_SERIES = _DICOMWEB + "/<study_uid>/series/<series_uid>"
+
+
+def _dicom_json(results: list[dict[str, Any]]) -> Response[str]:
+    return Response(200, imaging.DICOM_JSON, json.dumps(results), headers={"Cache-Control": "no-store"})
+
+
+def _dicomweb_base() -> str:
+    return f"{base_url(app)}/dicomweb"
+
+
+def _audited_search(ctx: RequestContext, found: imaging.Found, level: str) -> Response[str]:
+    audit.record(ctx, AuditEntry(imaging.STUDY, Action.SEARCH, None, found.patients, 200,
+                                 query_params=tuple(sorted(query_params(app))), detail={"dicomweb": level}))
+    return _dicom_json(found.results)
+
+
+def _study_for(ctx: RequestContext, interaction: Interaction, study_uid: str) -> Stored:
+    ctx.require(imaging.STUDY, interaction)
+    return imaging.study(ctx, repository(), study_uid)
+
+
+def _audited_read(ctx: RequestContext, stored: Stored, what: str) -> None:
+    audit.record(ctx, AuditEntry(imaging.STUDY, Action.READ, stored.resource["id"], (imaging.patient_of(stored),),
+                                 200, detail={"dicomweb": what}))
+
+
+@app.get(_DICOMWEB)
+def qido_studies() -> Response[str]:
+    ctx = request_context(app)
+    ctx.require(imaging.STUDY, Interaction.SEARCH)
+    found = imaging.search_studies(ctx, repository(), query_params(app), base_url=_dicomweb_base())
+    return _audited_search(ctx, found, "studies")
+
+
+@app.get(_DICOMWEB + "/<study_uid>/series")
+def qido_series(study_uid: str) -> Response[str]:
+    ctx = request_context(app)
+    stored = _study_for(ctx, Interaction.SEARCH, study_uid)
+    return _audited_search(ctx, imaging.search_series(ctx, stored, query_params(app), base_url=_dicomweb_base()),
+                           "series")
+
+
+@app.get(_DICOMWEB + "/<study_uid>/instances")
+def qido_study_instances(study_uid: str) -> Response[str]:
+    ctx = request_context(app)
+    stored = _study_for(ctx, Interaction.SEARCH, study_uid)
+    found = imaging.search_instances(ctx, stored, None, query_params(app), base_url=_dicomweb_base())
+    return _audited_search(ctx, found, "instances")
+
+
+@app.get(_SERIES + "/instances")
+def qido_series_instances(study_uid: str, series_uid: str) -> Response[str]:
+    ctx = request_context(app)
+    stored = _study_for(ctx, Interaction.SEARCH, study_uid)
+    found = imaging.search_instances(ctx, stored, series_uid, query_params(app), base_url=_dicomweb_base())
+    return _audited_search(ctx, found, "instances")
+
+
+@app.get(_DICOMWEB + "/<study_uid>/metadata")
+def wado_study_metadata(study_uid: str) -> Response[str]:
+    return _metadata(study_uid, None, None)
+
+
+@app.get(_SERIES + "/metadata")
+def wado_series_metadata(study_uid: str, series_uid: str) -> Response[str]:
+    return _metadata(study_uid, series_uid, None)
+
+
+@app.get(_SERIES + "/instances/<sop_uid>/metadata")
+def wado_instance_metadata(study_uid: str, series_uid: str, sop_uid: str) -> Response[str]:
+    return _metadata(study_uid, series_uid, sop_uid)
+
+
+def _metadata(study_uid: str, series_uid: str | None, sop_uid: str | None) -> Response[str]:
+    ctx = request_context(app)
+    stored = _study_for(ctx, Interaction.READ, study_uid)
+    found = imaging.metadata(ctx, stored, series_uid=series_uid, sop_uid=sop_uid, base_url=_dicomweb_base())
+    _audited_read(ctx, stored, "metadata")
+    return _dicom_json(found)
+
+
+@app.get(_SERIES + "/instances/<sop_uid>")
+def wado_instance(study_uid: str, series_uid: str, sop_uid: str) -> Response[str]:
+    """The instance itself: 303 to a presigned URL of the archive (the bytes never pass through here)."""
+    ctx = request_context(app)
+    stored = _study_for(ctx, Interaction.READ, study_uid)
+    url = imaging.retrieve_url(ctx, stored, series_uid, sop_uid)
+    _audited_read(ctx, stored, "instance")
+    return Response(303, "text/plain", "", headers={"Location": url, "Cache-Control": "no-store"})
+
+
+@app.get(_SERIES + "/thumbnail")
+def series_thumbnail(study_uid: str, series_uid: str) -> Response[Any]:
+    """A PNG of the series' middle instance; 404 with the reason when no preview can be made."""
+    from .imaging_preview import NoPreview
+
+    ctx = request_context(app)
+    stored = _study_for(ctx, Interaction.READ, study_uid)
+    try:
+        png = imaging.thumbnail(ctx, stored, series_uid)
+    except NoPreview as exc:
+        raise NotFound(f"No preview: {exc.reason} ({exc.detail})", headers={"X-Preview": exc.reason}) from exc
+    finally:
+        _audited_read(ctx, stored, "thumbnail")
+    return Response(200, "image/png", png, headers={"Cache-Control": "private, max-age=300"})
 
 
 for _type in (OBSERVATION, REPORT, ALERT, imaging.STUDY):  # after the $operation GETs above, so those match first

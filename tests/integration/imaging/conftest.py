@@ -22,20 +22,14 @@ import pytest
 from pydicom.uid import generate_uid
 
 from tests.conftest import Reply
-from tests.integration.notes.conftest import (  # noqa: F401  (fixtures, requested by name)
-    Chain,
-    Staff,
-    admin_world,
-    call,
-    chain,
-    other_chain,
-    patient_id,
-    physician,
-    reception,
-    visit,
-)
+from tests.integration.notes import conftest as notes
+from tests.integration.notes.conftest import Chain, Staff, call
 from tests.integration.orders.conftest import imaging_order
 from tests.support.aws import REGION, LambdaContext, bucket_name
+
+# The notes world's fixtures, requested by name by this package's tests.
+admin_world, other_chain, reception = notes.admin_world, notes.other_chain, notes.reception
+chain, physician, patient_id, visit = notes.chain, notes.physician, notes.patient_id, notes.visit
 
 _MESSAGES = itertools.count()
 
@@ -44,7 +38,7 @@ def dicom_bytes(source: str | bytes, *, patient_id: str | None, accession: str |
                 study_uid: str | None = None, series_uid: str | None = None, sop_uid: str | None = None,
                 edit: Callable[[pydicom.Dataset], None] | None = None) -> bytes:
     """A pydicom test file (by name) or DICOM bytes with these identifiers; fresh UIDs unless given."""
-    raw = pydicom.data.get_testdata_file(source) if isinstance(source, str) else io.BytesIO(source)
+    raw = pydicom.data.get_testdata_file(source, download=False) if isinstance(source, str) else io.BytesIO(source)
     ds = pydicom.dcmread(raw, force=False)
     if patient_id is not None:
         ds.PatientID = patient_id

@@ -37,7 +37,8 @@ def _listed(imaging: Imaging) -> list[dict[str, Any]]:
 
 def _ct(imaging: Imaging, **kw: Any) -> bytes:
     order = kw.pop("order", None) or imaging.order()
-    return dicom_bytes("CT_small.dcm", **{"patient_id": imaging.patient_id, "accession": imaging.accession(order), **kw})
+    values = {"patient_id": imaging.patient_id, "accession": imaging.accession(order), **kw}
+    return dicom_bytes("CT_small.dcm", **values)
 
 
 def test_not_dicom(imaging: Imaging) -> None:

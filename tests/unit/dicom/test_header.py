@@ -11,8 +11,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pydicom
+import pydicom.data
 import pytest
-from pydicom.data import get_testdata_files
 from pydicom.errors import InvalidDicomError
 
 from functions.dicom_ingest.header import (
@@ -47,13 +47,14 @@ class MemoryReader:
 KNOWN_TRUNCATED = {"rtplan_truncated.dcm"}
 
 
+DATA_DIR = Path(pydicom.data.__file__).parent / "test_files"
+
+
 def _eligible_test_files() -> list[Path]:
     """pydicom's bundled files it reads without force that carry a transfer syntax and the 4 UIDs."""
     eligible: list[Path] = []
-    with warnings.catch_warnings():
-        # get_testdata_files may warn that downloads failed (no network): only local files are used.
-        warnings.simplefilter("ignore")
-        paths = get_testdata_files("*.dcm")
+    # Listed from pydicom's data directory: get_testdata_files() would also try to download the others.
+    paths = DATA_DIR.glob("*.dcm")
     for path in sorted(paths):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -144,7 +145,7 @@ def test_small_first_chunk_extends_to_the_same_result(path: Path) -> None:
 
 @pytest.mark.filterwarnings("ignore::UserWarning")
 def test_header_bytes_is_the_offset_of_pixel_data() -> None:
-    path = Path(get_testdata_files("CT_small.dcm")[0])
+    path = (DATA_DIR / "CT_small.dcm")
     data = path.read_bytes()
     buf = io.BytesIO(data)
     pydicom.dcmread(buf, stop_before_pixels=True)
@@ -158,7 +159,7 @@ def test_header_bytes_is_the_offset_of_pixel_data() -> None:
 @pytest.mark.filterwarnings("ignore::UserWarning")
 @pytest.mark.parametrize("name", ["test-SR.dcm", "rtplan.dcm", "waveform_ecg.dcm"])
 def test_object_without_pixel_data_has_the_whole_file_as_header(name: str) -> None:
-    data = Path(get_testdata_files(name)[0]).read_bytes()
+    data = (DATA_DIR / name).read_bytes()
 
     inst = _read(data)
     chunked = _read(data, first_chunk=256)
@@ -168,7 +169,7 @@ def test_object_without_pixel_data_has_the_whole_file_as_header(name: str) -> No
 
 @pytest.mark.filterwarnings("ignore::UserWarning")
 def test_deflated_file_is_read_whole_when_small() -> None:
-    data = Path(get_testdata_files("image_dfl.dcm")[0]).read_bytes()
+    data = (DATA_DIR / "image_dfl.dcm").read_bytes()
 
     inst = _read(data, first_chunk=256)
 
@@ -180,7 +181,7 @@ def test_deflated_file_is_read_whole_when_small() -> None:
 def test_large_deflated_file_is_unreadable(monkeypatch: pytest.MonkeyPatch) -> None:
     from functions.dicom_ingest import header
 
-    data = Path(get_testdata_files("image_dfl.dcm")[0]).read_bytes()
+    data = (DATA_DIR / "image_dfl.dcm").read_bytes()
     monkeypatch.setattr(header, "DEFLATED_LIMIT", 1024)
 
     with pytest.raises(Rejected) as caught:
@@ -194,7 +195,7 @@ def test_large_deflated_file_is_unreadable(monkeypatch: pytest.MonkeyPatch) -> N
 
 
 def _ct_small() -> bytes:
-    return Path(get_testdata_files("CT_small.dcm")[0]).read_bytes()
+    return (DATA_DIR / "CT_small.dcm").read_bytes()
 
 
 def _rewritten(edit: Callable[[pydicom.Dataset], None]) -> bytes:
