@@ -14,6 +14,9 @@ from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 from botocore.config import Config
 
 _CONFIG = Config(retries={"mode": "standard", "max_attempts": 3}, connect_timeout=2, read_timeout=5)
+# S3: presigned URLs in SigV4, whose signed headers can include Content-Length (a SigV2 URL cannot
+# limit an upload's size); a server-side copy of a large DICOM object may take longer than 5 s.
+_S3_CONFIG = _CONFIG.merge(Config(signature_version="s3v4", read_timeout=120))
 _SERIALIZER = TypeSerializer()
 _DESERIALIZER = TypeDeserializer()
 
@@ -27,7 +30,8 @@ def session() -> boto3.session.Session:
 @cache
 def client(service: str) -> Any:
     """A shared client for ``service`` (dynamodb, kms, events, s3, cognito-idp, sqs)."""
-    return session().client(service, config=_CONFIG)  # type: ignore[call-overload]
+    config = _S3_CONFIG if service == "s3" else _CONFIG
+    return session().client(service, config=config)  # type: ignore[call-overload]
 
 
 def to_item(values: dict[str, Any]) -> dict[str, Any]:
