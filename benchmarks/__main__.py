@@ -11,6 +11,8 @@
 7. A clinic's worklist with 100 and with 20,000 orders in the tenant: items read and p50.
 8. HL7 v2 ORU^R01 ingest: messages per second and the ratio to parse-only.
 9. Critical-value detection: its share of the p50 of storing a laboratory result.
+10. DICOM ingest: bytes read from S3 and memory for 1 MB, 100 MB and 1 GB instances; instances per second
+    end to end against the ratio to header parsing alone.
 
 Figures are printed and written to ``benchmarks/README.md`` (between markers).
 """
@@ -24,7 +26,7 @@ import sys
 import time
 from pathlib import Path
 
-from benchmarks import calls, cold, local_http, notes, orders, results, search_scale
+from benchmarks import calls, cold, imaging, local_http, notes, orders, results, search_scale
 
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "benchmarks" / "README.md"
@@ -48,6 +50,8 @@ def main() -> int:
     sections.append(orders.run(small=100, large=20_000, requests=12 if args.quick else 60))
     sections.append(results.hl7_ingest(messages=40 if args.quick else 400))
     sections.append(results.critical_overhead(results=20 if args.quick else 150))
+    sections.append(imaging.bytes_and_memory())
+    sections.append(imaging.throughput(instances=60 if args.quick else 300))
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT,
                             check=False).stdout.strip()
     header = (f"Measured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} on commit `{commit or 'uncommitted'}`, "

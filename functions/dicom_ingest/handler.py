@@ -96,6 +96,7 @@ def consume(event: dict[str, Any]) -> dict[str, Any]:
     failures: set[str] = set()
     outcome = ingest.Outcome()
     accepted: list[tuple[str, ingest.Accepted]] = []
+    lookups = ingest.Lookups()
     for record in event.get("Records") or []:
         message_id = str(record.get("messageId"))
         try:
@@ -108,7 +109,7 @@ def consume(event: dict[str, Any]) -> dict[str, Any]:
                 if upload.bucket != settings().bucket_ingest:
                     logger.warning("notification from another bucket ignored", extra={"message_id": message_id})
                     continue
-                found = ingest.prepare(upload, outcome=outcome)
+                found = ingest.prepare(upload, outcome=outcome, lookups=lookups)
                 if found is not None:
                     accepted.append((message_id, found))
         except Exception as exc:  # noqa: BLE001 - one record's failure must not fail the others

@@ -98,6 +98,16 @@ class Upload:
         return self.key.split("/", 1)[0] if "/" in self.key else ""
 
 
+@dataclass
+class Lookups:
+    """What one batch looked up, so instances of the same study pay for their tenant, order and patient
+    once: a batch lasts seconds, and an order that changes meanwhile is caught by the next batch."""
+
+    tenants: dict[str, bool] = field(default_factory=dict)
+    orders: dict[tuple[str, str], tuple[str | None, dict[str, Any] | None]] = field(default_factory=dict)
+    patients: dict[tuple[str, str], str | None] = field(default_factory=dict)
+
+
 @dataclass(frozen=True)
 class Match:
     """Where an instance belongs."""
@@ -163,14 +173,14 @@ def uploads(body: dict[str, Any]) -> list[Upload]:
 # ------------------------------------------------------------------ one object ---
 
 
-def prepare(upload: Upload, *, overrides: Overrides | None = None, source: objects.Source | None = None,
-            outcome: Outcome) -> Accepted | None:
+def prepare(upload: Upload, *, outcome: Outcome, lookups: Lookups | None = None) -> Accepted | None:
     """Read and match one upload: an :class:`Accepted` instance, or None (skipped or quarantined).
 
-    ``source`` reads another object than the upload's (a release reads from the quarantine).
+    ``lookups`` is shared by the uploads of one batch.
     """
-    tenant = _tenant(upload)
-    source = source or objects.Source(upload.bucket, upload.key, upload.version_id)
+    lookups = lookups or Lookups()
+    tenant = _tenant(upload, lookups)
+    source = objects.Source(upload.bucket, upload.key, upload.version_id)
     instance: Instance | None = None
     try:
         if tenant is None:
@@ -179,7 +189,7 @@ def prepare(upload: Upload, *, overrides: Overrides | None = None, source: objec
             instance = read_header(source.read, size=upload.size or _UNKNOWN_SIZE)
         finally:
             outcome.bytes_read += source.bytes_read
-        found = match(tenant, instance, expected=_presigned_accession(upload), overrides=overrides or Overrides())
+        found = match(tenant, instance, expected=_presigned_accession(upload), overrides=Overrides(), lookups=lookups)
         return Accepted(tenant=tenant, source=source, instance=instance, match=found,
                         size=source.size or upload.size)
     except objects.Gone:
@@ -189,11 +199,11 @@ def prepare(upload: Upload, *, overrides: Overrides | None = None, source: objec
     return None
 
 
-def _tenant(upload: Upload) -> TenantId | None:
+def _tenant(upload: Upload, lookups: Lookups) -> TenantId | None:
     prefix = upload.tenant_prefix
-    if not TENANT_ID.match(prefix) or tenants.get_tenant(prefix) is None:
-        return None
-    return TenantId(prefix)
+    if prefix not in lookups.tenants:
+        lookups.tenants[prefix] = bool(TENANT_ID.match(prefix)) and tenants.get_tenant(prefix) is not None
+    return TenantId(prefix) if lookups.tenants[prefix] else None
 
 
 def _presigned_accession(upload: Upload) -> str | None:
@@ -204,7 +214,8 @@ def _presigned_accession(upload: Upload) -> str | None:
     return None
 
 
-def match(tenant: TenantId, instance: Instance, *, expected: str | None, overrides: Overrides) -> Match:
+def match(tenant: TenantId, instance: Instance, *, expected: str | None, overrides: Overrides,
+          lookups: Lookups | None = None) -> Match:
     """The open imaging order and patient an instance belongs to; :class:`Quarantined` otherwise."""
     from functions.orders import logic as orders
     from functions.orders.repository import find_by_number
@@ -214,8 +225,12 @@ def match(tenant: TenantId, instance: Instance, *, expected: str | None, overrid
         raise Quarantined("missing-accession", "the header has no AccessionNumber (0008,0050)")
     if expected is not None and not overrides.accession and accession != expected.upper():
         raise Quarantined("accession-mismatch", "the header's AccessionNumber is not the one the upload was for")
-    order_id = find_by_number(tenant, accession)
-    order = records.find(tenant, "ServiceRequest", order_id) if order_id else None
+    lookups = lookups or Lookups()
+    if (tenant, accession) not in lookups.orders:
+        number_owner = find_by_number(tenant, accession)
+        lookups.orders[tenant, accession] = (
+            number_owner, records.find(tenant, "ServiceRequest", number_owner) if number_owner else None)
+    order_id, order = lookups.orders[tenant, accession]
     if order is None or order_id is None:
         raise Quarantined("no-matching-order", "no order of the tenant has this accession number")
     if orders.category_of(order) != orders.IMAGING:
@@ -224,11 +239,11 @@ def match(tenant: TenantId, instance: Instance, *, expected: str | None, overrid
         raise Quarantined("order-closed", "the order was cancelled")
     patient_id = records.subject_of(order) or ""
     if not overrides.patient_confirmed:
-        _check_patient(tenant, instance.patient_id, patient_id)
+        _check_patient(tenant, instance.patient_id, patient_id, lookups)
     return Match(order_id=order_id, patient_id=patient_id, accession=accession)
 
 
-def _check_patient(tenant: TenantId, header_id: str, patient_id: str) -> None:
+def _check_patient(tenant: TenantId, header_id: str, patient_id: str, lookups: Lookups) -> None:
     """PatientID must name the order's patient: by record id, CURP (blind index) or record number."""
     from functions.patients.repository import repository as patients
 
@@ -237,10 +252,12 @@ def _check_patient(tenant: TenantId, header_id: str, patient_id: str) -> None:
         raise Quarantined("missing-patient-id", "the header has no PatientID (0010,0020)")
     if value == patient_id:
         return
-    ctx = service_context(tenant, SERVICE)
     upper = value.upper()
-    found = patients().find_by_curp(ctx, upper) if _CURP.match(upper) else patients().find_by_folio(ctx, upper)
-    if found != patient_id:
+    if (tenant, upper) not in lookups.patients:
+        ctx = service_context(tenant, SERVICE)
+        lookups.patients[tenant, upper] = (patients().find_by_curp(ctx, upper) if _CURP.match(upper)
+                                           else patients().find_by_folio(ctx, upper))
+    if lookups.patients[tenant, upper] != patient_id:
         raise Quarantined("patient-mismatch", "PatientID is not the CURP or record number of the order's patient")
 
 
