@@ -219,8 +219,9 @@ def throughput(*, instances: int = 300) -> str:
         s3 = aws.client("s3")
         objects: list[tuple[str, bytes]] = []
         for n in range(instances):
+            study = n * 3 // instances  # a modality sends one study after the other
             data = b"".join(synthetic_instance(size=140 * KIB, patient_id=patient, accession=accession,
-                                               study_uid=_uid(10 + n * 3 // instances), series_uid=_uid(20 + n * 3 // instances),
+                                               study_uid=_uid(10 + study), series_uid=_uid(20 + study),
                                                sop_uid=_uid(1000 + n), rows=256, cols=256))
             key = f"{TENANT}/bench/t{n}.dcm"
             s3.put_object(Bucket=bucket_name("ingest"), Key=key, Body=data)
