@@ -147,9 +147,9 @@ def _failed(failures: set[str], message_ids: list[str], exc: Exception) -> None:
 
     failures.update(message_ids)
     if ingest.transient(exc):
-        cause = exc.__cause__
-        logger.warning("dicom upload will be retried", extra={
-            "error": type(exc).__name__, "cause": aws.error_code(cause) or type(cause).__name__ if cause else None})
+        cause = exc.__cause__ if isinstance(exc.__cause__, Exception) else exc
+        logger.warning("dicom upload will be retried",
+                       extra={"error": type(exc).__name__, "cause": aws.error_code(cause) or type(cause).__name__})
     else:
         logger.exception("dicom upload failed unexpectedly; it will be retried, then parked in the DLQ")
 
