@@ -317,8 +317,11 @@ class ExpedienteFunction(Construct):
             acknowledge(policy, f"AwsSolutions-IAM5[Resource::{rendered(self, bucket.arn_for_objects('*'))}]",
                         f"Object keys in the {bucket_id} bucket start with the tenant and are chosen at "
                         "run time; the wildcard spans only that bucket.")
-        if self._buckets:
-            for action in ("s3:GetBucket*", "s3:GetObject*", "s3:List*", "s3:Abort*"):
-                acknowledge(policy, f"AwsSolutions-IAM5[Action::{action}]",
-                            f"{action} comes from CDK's bucket read/put grants (versions, multipart "
-                            "uploads), limited to the buckets this function declares.")
+        definition = self.definition
+        reads = bool(definition.buckets_write or definition.buckets_read)
+        puts = bool(definition.buckets_write or definition.buckets_upload)
+        wildcards = (("s3:GetBucket*", "s3:GetObject*", "s3:List*") if reads else ()) + (("s3:Abort*",) if puts else ())
+        for action in wildcards:
+            acknowledge(policy, f"AwsSolutions-IAM5[Action::{action}]",
+                        f"{action} comes from CDK's bucket read/put grants (versions, multipart "
+                        "uploads), limited to the buckets this function declares.")

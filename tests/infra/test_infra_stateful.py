@@ -171,7 +171,7 @@ def test_ingest_uploads_notify_a_queue_with_a_dead_letter_queue(synth: Synth,
 
 def test_every_queue_is_kms_encrypted_and_tls_only(stateful_resources: dict[str, Any]) -> None:
     queues = of_type(stateful_resources, "AWS::SQS::Queue")
-    assert len(queues) == 2 * (len(definitions.QUEUES) + 1)  # each with its DLQ, plus ingest
+    assert len(queues) == 2 * len(definitions.QUEUES)  # each with its DLQ
     for queue in queues.values():
         assert "KmsMasterKeyId" in queue["Properties"]
     denied = json.dumps([

@@ -83,8 +83,10 @@ def test_function_environment_names_its_tables_and_shared_resources(synth: Synth
         assert name in env
     assert env["POWERTOOLS_SERVICE_NAME"] == f"expediente-{function_id}"
     assert env["POWERTOOLS_METRICS_NAMESPACE"] == "Expediente"
+    touched = {*definition.buckets_write, *definition.buckets_read, *definition.buckets_upload,
+               *definition.buckets_delete}
     for bucket_def in definitions.BUCKETS:
-        assert (bucket_def.env in env) == (bucket_def.id in definition.buckets_write)
+        assert (bucket_def.env in env) == (bucket_def.id in touched)
 
 
 @pytest.mark.parametrize("function_id", FUNCTION_IDS)
@@ -141,16 +143,21 @@ def test_function_role_is_least_privilege(synth: Synth, function_id: str) -> Non
     puts_events = any("events:PutEvents" in _as_list(s["Action"]) for s in statements)
     assert puts_events == definition.puts_events
 
-    # Buckets: read and put on the declared ones only, never delete (NOM-004 5.11).
+    # Buckets: only the declared ones, each with what it was declared for. Never DeleteObjectVersion
+    # (NOM-004 5.11): a function that moves objects out of a bucket may only add a delete marker.
     allowed_s3 = [s for s in statements if s["Effect"] == "Allow"
                   and any(a.startswith("s3:") for a in _as_list(s["Action"]))]
-    assert not [a for s in allowed_s3 for a in _as_list(s["Action"]) if a.startswith("s3:Delete")]
-    granted_s3 = json.dumps(allowed_s3)
+    deletes = [s for s in allowed_s3 if any(a.startswith("s3:Delete") for a in _as_list(s["Action"]))]
+    assert all(_as_list(s["Action"]) == ["s3:DeleteObject"] for s in deletes)
     for bucket_def in definitions.BUCKETS:
         prefix = f":s3:::expediente-{bucket_def.id.replace('_', '-')}-"  # infra.naming.bucket_name
-        assert (prefix in granted_s3) == (bucket_def.id in definition.buckets_write), bucket_def.id
-    if definition.buckets_write:
-        assert "s3:PutObject" in [a for s in allowed_s3 for a in _as_list(s["Action"])]
+        on_bucket = [s for s in allowed_s3 if prefix in json.dumps(s["Resource"])]
+        actions = {a for s in on_bucket for a in _as_list(s["Action"])}
+        assert ("s3:GetObject*" in actions) == (bucket_def.id in (*definition.buckets_write,
+                                                                    *definition.buckets_read)), bucket_def.id
+        assert ("s3:PutObject" in actions) == (bucket_def.id in (*definition.buckets_write,
+                                                                   *definition.buckets_upload)), bucket_def.id
+        assert ("s3:DeleteObject" in actions) == (bucket_def.id in definition.buckets_delete), bucket_def.id
 
     # Queues: only the ones it consumes, with what the event source poller needs.
     allowed_sqs = [s for s in statements if s["Effect"] == "Allow"
