@@ -162,3 +162,20 @@ def test_dicomweb_is_tenant_scoped_and_role_checked(imaging: Imaging, other_chai
 @pytest.mark.parametrize("path", ["/dicomweb/studies/1.2.3/series", "/dicomweb/studies/not-a-uid/metadata"])
 def test_unknown_study_is_not_found(imaging: Imaging, path: str) -> None:
     assert imaging.physician.results("GET", path).status == 404
+
+
+def test_dicomweb_reads_are_in_the_patients_access_trail(imaging: Imaging) -> None:
+    data = dicom_bytes("CT_small.dcm", patient_id=imaging.patient_id, accession=imaging.accession(imaging.order()))
+    imaging.ingest(data)
+    header = _header_of(data)
+    base = f"/dicomweb/studies/{header.study_uid}/series/{header.series_uid}"
+    assert imaging.physician.results("GET", f"{base}/metadata").status == 200
+    assert imaging.physician.results("GET", f"{base}/instances/{header.sop_instance_uid}").status == 303
+    own = imaging.chain.patient_user(imaging.patient_id)
+    trail = own.admin("GET", "/fhir/AuditEvent", query={"patient": imaging.patient_id})
+    assert trail.status == 200, trail.body
+    studies = [e["resource"] for e in trail.body["entry"]
+               if {"reference": f"ImagingStudy/{header.study_uid}"} in [x.get("what") for x in
+                                                                       e["resource"].get("entity", [])]]
+    actions = sorted(r["subtype"][0]["code"] for r in studies)
+    assert actions.count("read") >= 2 and "create" in actions, actions
