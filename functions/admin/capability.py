@@ -271,6 +271,27 @@ RESOURCES: tuple[ResourceCapability, ...] = (
             Operation("status", f"{_OD}ServiceRequest-status",
                       "POST with If-Match: Parameters status (in-process, completed, cancelled) and reason; the lab "
                       "or radiology starts and completes, a physician or that department cancels"),
+            Operation("dicom-upload", f"{_OD}ServiceRequest-dicom-upload",
+                      "POST Parameters size (valueInteger, one per file): presigned PUT URLs (15 minutes, signed "
+                      "Content-Length) for the DICOM files of an open imaging order"),
+        ),
+    ),
+    ResourceCapability(
+        type="ImagingStudy",
+        interactions=("read", "vread", "history-instance", "search-type"),
+        documentation="Written only by the DICOM ingest (id = Study Instance UID): the study, its series and "
+        "instances, subject = the order's patient, basedOn = the imaging order, identifier = the study UID and the "
+        "accession number. Each ingest batch that adds instances is a new version. DICOMweb (QIDO-RS, WADO-RS, "
+        "thumbnails) serves the same studies under /dicomweb.",
+        search_params=(
+            SearchParam("patient", "reference", "Patient/<id> or <id>", f"{_SP}clinical-patient"),
+            SearchParam("subject", "reference", "Same as patient", f"{_SP}ImagingStudy-subject"),
+            SearchParam("basedon", "reference", "ServiceRequest/<id>", f"{_SP}ImagingStudy-basedon"),
+            SearchParam("identifier", "token", "Accession number or urn:oid:<study UID>",
+                        f"{_SP}clinical-identifier"),
+            SearchParam("modality", "token", "DICOM modality code (CT, MR, DX, ...)", f"{_SP}ImagingStudy-modality"),
+            SearchParam("started", "date", "When the study started; eq/ge/gt/le/lt", f"{_SP}ImagingStudy-started"),
+            _COUNT,
         ),
     ),
     ResourceCapability(
