@@ -276,7 +276,8 @@ FUNCTIONS: tuple[FunctionDef, ...] = (
         puts_events=True,
         consumes=("ingest",),
         bundles=("orders", "patients"),
-        timeout_s=60,
+        # A server-side copy of a multi-gigabyte instance takes tens of seconds in S3.
+        timeout_s=120,
     ),
 )
 

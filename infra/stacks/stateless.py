@@ -40,6 +40,9 @@ THROTTLE_RATE_PER_S = 200
 THROTTLE_BURST = 400
 AUTHORIZER_CACHE = cdk.Duration.minutes(5)
 FHIR_JSON = "'application/fhir+json'"
+# Responses the functions return base64-encoded (isBase64Encoded): API Gateway turns them back into
+# bytes when the request's Accept names one of these types (printable reports, series thumbnails).
+BINARY_MEDIA_TYPES = ("application/pdf", "image/png")
 
 # API Gateway's own error message, already quoted and escaped for JSON by API Gateway.
 ERROR_MESSAGE = "$context.error.messageString"
@@ -134,6 +137,7 @@ class StatelessStack(cdk.Stack):
             self, "Api",
             description="Expediente FHIR R4 API",
             endpoint_types=[apigw.EndpointType.REGIONAL],
+            binary_media_types=list(BINARY_MEDIA_TYPES),
             cloud_watch_role=True,
             cloud_watch_role_removal_policy=cdk.RemovalPolicy.RETAIN,
             deploy_options=apigw.StageOptions(

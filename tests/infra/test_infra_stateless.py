@@ -290,9 +290,10 @@ def test_hl7v2_routes_take_er7_text_bodies(synth: Synth, stateless_resources: di
         assert method["Integration"]["Type"] == "AWS_PROXY"
         assert "ContentHandling" not in method["Integration"]
         assert method["AuthorizationType"] == "COGNITO_USER_POOLS"
-    # Binary media types would hand text bodies to the function base64-encoded.
+    # A binary media type matching a text body would hand it to the function base64-encoded.
     (api,) = of_type(stateless_resources, "AWS::ApiGateway::RestApi").values()
-    assert not api["Properties"].get("BinaryMediaTypes")
+    binary = api["Properties"].get("BinaryMediaTypes", [])
+    assert not [t for t in binary if "*" in t or t.startswith("text/") or "hl7" in t], binary
 
 
 def test_waf_lets_bodies_up_to_the_api_limit_through_on_every_route(stateless_resources: dict[str, Any]) -> None:
@@ -418,3 +419,9 @@ def test_signing_key_grants_are_limited_to_practitioner_keys(synth: Synth, funct
             assert conditions["kms:KeyUsage"] == "SIGN_VERIFY"
         if "kms:Sign" in _as_list(statement["Action"]):
             assert conditions["kms:SigningAlgorithm"] == "ECDSA_SHA_256"
+
+
+def test_binary_responses_are_declared(synth: Synth) -> None:
+    """The PDF report and the PNG thumbnail leave the functions base64-encoded; API Gateway decodes them."""
+    [api] = of_type(synth.stateless_template.to_json()["Resources"], "AWS::ApiGateway::RestApi").values()
+    assert set(api["Properties"]["BinaryMediaTypes"]) == {"application/pdf", "image/png"}
