@@ -139,7 +139,7 @@ class Accepted:
 
 @dataclass
 class Outcome:
-    """What happened to one upload; counted by the handler and the benchmark."""
+    """What happened to the uploads of one batch (logged by the handler), and the quarantine events to publish."""
 
     ingested: int = 0
     duplicates: int = 0

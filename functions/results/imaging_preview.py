@@ -12,11 +12,16 @@ Only that frame is decoded. Anything that prevents a preview (not DICOM, no pixe
 or colour model that cannot be shown, an object too large to handle, corrupt data) raises
 :class:`NoPreview` with a machine-readable reason, so the caller shows a placeholder instead of
 failing the request. The module is pure: no AWS, no logging.
+
+A corrupt object must not take the function down either, so sizes are checked before anything
+large is allocated: the object's length, what a deflated dataset inflates to, the frame's rows
+and columns, and the image a JPEG or JPEG 2000 codestream declares in its own header.
 """
 
 from __future__ import annotations
 
 import io
+import struct
 import warnings
 import zlib
 from typing import Any
@@ -26,6 +31,7 @@ import numpy.typing as npt
 import pydicom
 from PIL import Image
 from pydicom.dataset import Dataset
+from pydicom.encaps import get_frame
 from pydicom.errors import InvalidDicomError
 from pydicom.filereader import read_dataset, read_preamble
 from pydicom.pixels.common import PhotometricInterpretation
@@ -33,7 +39,14 @@ from pydicom.pixels.decoders.base import Decoder, get_decoder
 from pydicom.pixels.processing import apply_color_lut, apply_modality_lut, apply_voi, apply_windowing
 from pydicom.pixels.utils import as_pixel_options
 from pydicom.tag import BaseTag
-from pydicom.uid import UID, DeflatedExplicitVRLittleEndian, RLELossless
+from pydicom.uid import (
+    UID,
+    DeflatedExplicitVRLittleEndian,
+    JPEG2000TransferSyntaxes,
+    JPEGLSTransferSyntaxes,
+    JPEGTransferSyntaxes,
+    RLELossless,
+)
 
 REASONS = ("no-pixel-data", "unsupported-transfer-syntax", "unsupported-photometric", "too-large", "undecodable")
 
@@ -59,6 +72,9 @@ _PIXEL_DATA_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
 # PanicException: a BaseException, which no `except Exception` catches. pydicom's own RLE decoder
 # raises ordinary exceptions and is fast enough for the one frame a preview decodes.
 _DECODING_PLUGINS = {RLELossless: "pydicom"}
+# Start of frame markers of ITU T.81 (SOF0-3, 5-7, 9-11, 13-15) and of JPEG-LS (SOF55).
+_JPEG_SOF_MARKERS = frozenset({0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF, 0xF7})
+_J2K_SOC_SIZ = b"\xff\x4f\xff\x51"
 
 
 class NoPreview(Exception):
@@ -129,35 +145,6 @@ def _representative_image(data: bytes) -> Image.Image:
     return _image(_eight_bit(frame, ds, decoded))
 
 
-def _decode_middle_frame(ds: Dataset) -> tuple[Pixels, dict[str, str | int]]:
-    """Decode only the middle frame; return it with the decoder's description of it.
-
-    The decoder converts YBR_FULL and YBR_FULL_422 to RGB when asked (``as_rgb``), and the JPEG
-    2000 plugin always returns YBR_ICT and YBR_RCT as RGB, so no other conversion is needed.
-    """
-    decoder = _decoder(ds)
-    if int(ds.Rows) * int(ds.Columns) > MAX_FRAME_PIXELS:
-        raise NoPreview("too-large", f"the frame has more than {MAX_FRAME_PIXELS} pixels")
-    options = as_pixel_options(ds, as_rgb=True)
-    middle = int(options["number_of_frames"]) // 2
-    plugin = _DECODING_PLUGINS.get(decoder.UID, "")
-    return decoder.as_array(ds, index=middle, decoding_plugin=plugin, **options)
-
-
-def _eight_bit(frame: Pixels, ds: Dataset, decoded: dict[str, str | int]) -> Pixels:
-    """Map a decoded frame onto 8-bit gray or RGB as its colour model requires."""
-    # The decoder's account of the frame counts, not the header's: it may have converted YCbCr to
-    # RGB, or found a JPEG codestream that contradicts the header.
-    photometric = str(decoded["photometric_interpretation"])
-    if photometric in _GRAYSCALE:
-        return _grayscale(frame, ds, inverted=photometric == "MONOCHROME1")
-    if photometric == "PALETTE COLOR":
-        return _palette(frame, ds)
-    if photometric == "RGB":
-        return _scale_colour(frame, bits=int(decoded["bits_stored"]))
-    raise NoPreview("unsupported-photometric", f"{_photometric_name(photometric)} pixels cannot be shown")
-
-
 def _parse(data: bytes) -> Dataset:
     """Parse a Part 10 object (the preamble and file meta are required)."""
     try:
@@ -189,6 +176,22 @@ def _after_file_meta(tag: BaseTag, vr: str | None, length: int) -> bool:
     return tag >> 16 != 0x0002
 
 
+def _decode_middle_frame(ds: Dataset) -> tuple[Pixels, dict[str, str | int]]:
+    """Decode only the middle frame; return it with the decoder's description of it.
+
+    The decoder converts YBR_FULL and YBR_FULL_422 to RGB when asked (``as_rgb``), and the JPEG
+    2000 plugin always returns YBR_ICT and YBR_RCT as RGB, so no other conversion is needed.
+    """
+    decoder = _decoder(ds)
+    if int(ds.Rows) * int(ds.Columns) > MAX_FRAME_PIXELS:
+        raise NoPreview("too-large", f"the frame has more than {MAX_FRAME_PIXELS} pixels")
+    options = as_pixel_options(ds, as_rgb=True)
+    middle = int(options["number_of_frames"]) // 2
+    _check_codestream_header(ds, decoder.UID, middle, options)
+    plugin = _DECODING_PLUGINS.get(decoder.UID, "")
+    return decoder.as_array(ds, index=middle, decoding_plugin=plugin, **options)
+
+
 def _decoder(ds: Dataset) -> Decoder:
     """The pixel data decoder for the instance's transfer syntax, if one is installed."""
     transfer_syntax = ds.file_meta.get("TransferSyntaxUID")
@@ -202,6 +205,74 @@ def _decoder(ds: Dataset) -> Decoder:
     if not decoder.is_available:
         raise NoPreview("unsupported-transfer-syntax", f"no decoder is installed for {_transfer_syntax_name(uid)}")
     return decoder
+
+
+def _check_codestream_header(ds: Dataset, transfer_syntax: UID, index: int, options: dict[str, Any]) -> None:
+    """Refuse a JPEG, JPEG-LS or JPEG 2000 frame whose codestream describes another image than the header.
+
+    The codecs allocate for what the codestream declares before pydicom can compare it with Rows,
+    Columns and Samples per Pixel: one corrupt byte in a SOF or SIZ marker segment asks for
+    gigabytes of memory or minutes of decoding, and a JPEG height of 0 (left to a later DNL
+    marker) makes libjpeg allocate until it runs out (all seen fuzzing pydicom's sample files).
+    A header this cannot read is left to the codec to reject.
+    """
+    if transfer_syntax in JPEG2000TransferSyntaxes:
+        read_size = _j2k_size
+    elif transfer_syntax in JPEGTransferSyntaxes or transfer_syntax in JPEGLSTransferSyntaxes:
+        read_size = _jpeg_size
+    else:
+        return
+    frame = get_frame(
+        ds.PixelData,
+        index,
+        number_of_frames=int(options["number_of_frames"]),
+        extended_offsets=options.get("extended_offsets"),
+    )
+    declared = read_size(frame)
+    expected = (int(ds.Rows), int(ds.Columns), int(ds.SamplesPerPixel))
+    if declared is not None and declared != expected:
+        raise NoPreview("undecodable", "the compressed frame describes another image than the DICOM header")
+
+
+def _jpeg_size(codestream: bytes) -> tuple[int, int, int] | None:
+    """Rows, columns and components from a JPEG or JPEG-LS frame header (ITU T.81 B.2.2)."""
+    if not codestream.startswith(b"\xff\xd8"):
+        return None
+    offset = 2
+    while offset + 10 <= len(codestream) and codestream[offset] == 0xFF:
+        marker = codestream[offset + 1]
+        if marker == 0xFF:  # a fill byte before the marker
+            offset += 1
+        elif marker in _JPEG_SOF_MARKERS:
+            rows, columns, components = struct.unpack_from(">HHB", codestream, offset + 5)
+            return rows, columns, components
+        else:
+            offset += 2 + struct.unpack_from(">H", codestream, offset + 2)[0]
+    return None
+
+
+def _j2k_size(codestream: bytes) -> tuple[int, int, int] | None:
+    """Rows, columns and components from a JPEG 2000 image header (ISO/IEC 15444-1 A.5.1)."""
+    start = codestream.find(_J2K_SOC_SIZ)  # at 0, or after the boxes of a JP2 wrapper
+    if start < 0 or start + 42 > len(codestream):
+        return None
+    width, height, left, top = struct.unpack_from(">4I", codestream, start + 8)
+    (components,) = struct.unpack_from(">H", codestream, start + 40)
+    return height - top, width - left, components
+
+
+def _eight_bit(frame: Pixels, ds: Dataset, decoded: dict[str, str | int]) -> Pixels:
+    """Map a decoded frame onto 8-bit gray or RGB as its colour model requires."""
+    # The decoder's account of the frame counts, not the header's: it may have converted YCbCr to
+    # RGB, or found a JPEG codestream that contradicts the header.
+    photometric = str(decoded["photometric_interpretation"])
+    if photometric in _GRAYSCALE:
+        return _grayscale(frame, ds, inverted=photometric == "MONOCHROME1")
+    if photometric == "PALETTE COLOR":
+        return _palette(frame, ds)
+    if photometric == "RGB":
+        return _scale_colour(frame, bits=int(decoded["bits_stored"]))
+    raise NoPreview("unsupported-photometric", f"{_photometric_name(photometric)} pixels cannot be shown")
 
 
 def _grayscale(frame: Pixels, ds: Dataset, *, inverted: bool) -> Pixels:
