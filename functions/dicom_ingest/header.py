@@ -30,8 +30,10 @@ object in one read; that is allowed only for objects up to :data:`DEFLATED_LIMIT
 from __future__ import annotations
 
 import io
+import logging
 import re
 import struct
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import date
@@ -41,6 +43,9 @@ import pydicom
 from pydicom.dataset import Dataset, FileDataset, FileMetaDataset
 from pydicom.multival import MultiValue
 from pydicom.uid import UID, DeflatedExplicitVRLittleEndian, ExplicitVRLittleEndian, generate_uid
+
+# pydicom logs what it finds odd in a header, sometimes with the value (a name, an identifier).
+logging.getLogger("pydicom").setLevel(logging.CRITICAL)
 
 Reader = Callable[[int, int], bytes]
 """``read(start, end_exclusive) -> bytes``; may return fewer bytes only at the end of the object."""
@@ -201,6 +206,13 @@ def read_header(
     """
     if first_chunk < _MIN_PART10 or max_header < _MIN_PART10:
         raise ValueError(f"first_chunk and max_header must be at least {_MIN_PART10} bytes")
+    # pydicom's warnings about odd values can quote them (names, identifiers): never let them reach a log.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return _read(read, size=size, first_chunk=first_chunk, max_header=max_header)
+
+
+def _read(read: Reader, *, size: int, first_chunk: int, max_header: int) -> Instance:
     fetcher = _Fetcher(read, size)
     if size <= 0:
         raise Rejected("not-dicom", "the object is empty")

@@ -21,6 +21,7 @@ and columns, and the image a JPEG or JPEG 2000 codestream declares in its own he
 from __future__ import annotations
 
 import io
+import logging
 import struct
 import warnings
 import zlib
@@ -47,6 +48,9 @@ from pydicom.uid import (
     JPEGTransferSyntaxes,
     RLELossless,
 )
+
+# pydicom logs what it finds odd in a dataset, sometimes with the value (a name, an identifier).
+logging.getLogger("pydicom").setLevel(logging.CRITICAL)
 
 REASONS = ("no-pixel-data", "unsupported-transfer-syntax", "unsupported-photometric", "too-large", "undecodable")
 
@@ -75,6 +79,7 @@ _DECODING_PLUGINS = {RLELossless: "pydicom"}
 # Start of frame markers of ITU T.81 (SOF0-3, 5-7, 9-11, 13-15) and of JPEG-LS (SOF55).
 _JPEG_SOF_MARKERS = frozenset({0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF, 0xF7})
 _J2K_SOC_SIZ = b"\xff\x4f\xff\x51"
+_JP2_SIGNATURE = b"\x00\x00\x00\x0cjP  \r\n\x87\n"
 
 
 class NoPreview(Exception):
@@ -253,12 +258,31 @@ def _jpeg_size(codestream: bytes) -> tuple[int, int, int] | None:
 
 def _j2k_size(codestream: bytes) -> tuple[int, int, int] | None:
     """Rows, columns and components from a JPEG 2000 image header (ISO/IEC 15444-1 A.5.1)."""
-    start = codestream.find(_J2K_SOC_SIZ)  # at 0, or after the boxes of a JP2 wrapper
-    if start < 0 or start + 42 > len(codestream):
+    start = _jp2_codestream_start(codestream) if codestream.startswith(_JP2_SIGNATURE) else 0
+    if not codestream.startswith(_J2K_SOC_SIZ, start) or start + 42 > len(codestream):
         return None
     width, height, left, top = struct.unpack_from(">4I", codestream, start + 8)
     (components,) = struct.unpack_from(">H", codestream, start + 40)
     return height - top, width - left, components
+
+
+def _jp2_codestream_start(jp2: bytes) -> int:
+    """Where the codestream starts inside a JP2 file wrapper (ISO/IEC 15444-1 I.4).
+
+    PS3.5 A.4.4 excludes the wrapper, yet some encoders write it and pydicom accepts it. pydicom
+    walks its boxes by their lengths without checking them, and loops forever on a box length of 0
+    (seen fuzzing): such a wrapper is refused here, before pydicom sees it.
+    """
+    offset = len(_JP2_SIGNATURE)
+    while offset < len(jp2):  # as pydicom walks it, down to a box header cut short at the end
+        length = int.from_bytes(jp2[offset : offset + 4], "big")
+        box_type = jp2[offset + 4 : offset + 8]
+        if box_type == b"jp2c":
+            return offset + 8
+        if length < 8:
+            raise NoPreview("undecodable", "the JPEG 2000 file wrapper has a corrupt box length")
+        offset += length
+    return offset
 
 
 def _eight_bit(frame: Pixels, ds: Dataset, decoded: dict[str, str | int]) -> Pixels:

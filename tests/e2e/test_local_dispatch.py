@@ -29,6 +29,7 @@ from typing import Any
 
 import pytest
 
+from infra import definitions
 from local.aws import QueueInfo
 from local.dispatch import (
     SCHEDULE_SECONDS_ENV,
@@ -369,5 +370,7 @@ def test_a_zero_period_turns_the_schedules_off(stack):
 
 def test_the_local_stack_runs_both_services(stack):
     assert stack.dispatcher is not None and stack.dispatcher.running
-    assert [(m.function_id, m.queue_id) for m in stack.dispatcher.mappings] == [("orders", "order_results")]
+    assert [(m.function_id, m.queue_id) for m in stack.dispatcher.mappings] == [
+        (fn.id, queue) for fn in definitions.FUNCTIONS for queue in fn.consumes]
+    assert ("dicom_ingest", "ingest") in [(m.function_id, m.queue_id) for m in stack.dispatcher.mappings]
     assert stack.scheduler is not None and stack.scheduler.running

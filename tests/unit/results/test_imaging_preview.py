@@ -13,7 +13,7 @@ import numpy.typing as npt
 import pydicom
 import pytest
 from PIL import Image
-from pydicom.data import DATA_ROOT
+from pydicom.data.data_manager import DATA_ROOT
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.encaps import encapsulate
 from pydicom.pixels.decoders.base import Decoder
@@ -64,9 +64,9 @@ def _assert_png_or_refusal(outcome: Image.Image | NoPreview) -> None:
         assert outcome.mode in ("L", "RGB")
 
 
-def _refusal(data: bytes, **kwargs: int) -> NoPreview:
+def _refusal(data: bytes) -> NoPreview:
     with pytest.raises(NoPreview) as caught:
-        render_thumbnail(data, **kwargs)
+        render_thumbnail(data)
     assert caught.value.reason in REASONS
     return caught.value
 
@@ -376,6 +376,12 @@ def test_truncated_objects_never_raise_anything_but_no_preview(name: str, fracti
     _assert_png_or_refusal(_outcome(data[: int(len(data) * fraction)]))
 
 
+def test_object_cut_inside_encapsulated_pixel_data_reads_as_having_none() -> None:
+    # pydicom drops an encapsulated element that the bytes end inside of (a documented limit).
+    data = _bytes("MR_small_RLE.dcm")
+    assert _refusal(data[: len(data) // 2]).reason == "no-pixel-data"
+
+
 def test_corrupt_rle_segment_offset_is_refused_not_a_codec_panic() -> None:
     # pylibjpeg-rle panics (pyo3 PanicException, a BaseException) on this segment table.
     data = _bytes("MR_small_RLE.dcm")
@@ -407,6 +413,18 @@ def test_codestream_describing_another_image_is_refused_before_decoding(
     calls: list[object] = []
     monkeypatch.setattr(Decoder, "as_array", lambda *args, **kwargs: calls.append(args))
     assert _refusal(data[:at] + replacement + data[at + len(replacement) :]).reason == "undecodable"
+    assert calls == []
+
+
+def test_jp2_wrapper_with_a_zero_box_length_is_refused_before_decoding(monkeypatch: pytest.MonkeyPatch) -> None:
+    # pydicom loops forever walking such a wrapper; the decoder is replaced so a regression fails
+    # here instead of hanging the test run.
+    data = _bytes("GDCMJ2K_TextGBR.dcm")  # JPEG 2000 inside a JP2 file wrapper
+    header_box = b"\x00\x00\x05sjp2h"  # the JP2 header box, 0x573 bytes long
+    assert data.count(header_box) == 1
+    calls: list[object] = []
+    monkeypatch.setattr(Decoder, "as_array", lambda *args, **kwargs: calls.append(args))
+    assert _refusal(data.replace(header_box, b"\x00\x00\x00\x00jp2h")).reason == "undecodable"
     assert calls == []
 
 
