@@ -370,12 +370,11 @@ def series_thumbnail(study_uid: str, series_uid: str) -> Response[Any]:
 
     ctx = request_context(app)
     stored = _study_for(ctx, Interaction.READ, study_uid)
+    _audited_read(ctx, stored, "thumbnail")
     try:
         png = imaging.thumbnail(ctx, stored, series_uid)
     except NoPreview as exc:
         raise NotFound(f"No preview: {exc.reason} ({exc.detail})", headers={"X-Preview": exc.reason}) from exc
-    finally:
-        _audited_read(ctx, stored, "thumbnail")
     return Response(200, "image/png", png, headers={"Cache-Control": "private, max-age=300"})
 
 
