@@ -4,6 +4,8 @@ The SQS side reports partial batch failures: a record whose upload hit something
 (throttling, a store outage) is returned to the queue and delivered again; a record that can
 never succeed (not DICOM, no order, another patient) is not a failure, its object is quarantined.
 Each delivery only finishes what the previous one left (see :mod:`.ingest`).
+
+pydicom and the event models load with the first batch or release, not at cold start (decision 0009).
 """
 
 from __future__ import annotations
@@ -29,9 +31,6 @@ QUARANTINE = "DicomQuarantine"
 JSON = "application/json"
 
 
-# pydicom and the event models load with the first batch or release, not at cold start (decision 0009).
-
-
 def _json(body: Any, *, status: int = 200) -> Response[str]:
     return Response(status_code=status, content_type=JSON, body=json.dumps(body))
 
@@ -47,7 +46,7 @@ def list_quarantine() -> Response[str]:
     ctx.require(QUARANTINE, Interaction.SEARCH)
     items, next_page = quarantine.listing(ctx, query_params(app))
     audit.record(ctx, AuditEntry(QUARANTINE, Action.SEARCH, None, (), 200,
-                                       query_params=tuple(sorted(query_params(app)))))
+                                 query_params=tuple(sorted(query_params(app)))))
     return _json({"items": items, "next_page": next_page})
 
 

@@ -13,11 +13,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from botocore.exceptions import BotoCoreError, ClientError
+
 from expediente import audit, aws, events, imaging
 from expediente.audit import Action, AuditEntry
 from expediente.clinical import now_instant
 from expediente.context import RequestContext
-from expediente.errors import Conflict, Invalid, NotFound, Unprocessable
+from expediente.errors import Conflict, Invalid, NotFound, ServiceUnavailable, Unprocessable
 from expediente.fhir import decode_page_token, encode_page_token, page_size
 from expediente.settings import settings
 from expediente.store import TransactionConflict, get_item, query, transact
@@ -96,7 +98,11 @@ def release(ctx: RequestContext, quarantine_id: str, *, accession: str | None, p
         raise Conflict(f"Quarantined object {quarantine_id} is no longer in the quarantine bucket") from exc
     accepted = ingest.Accepted(tenant=ctx.tenant, source=source, instance=instance, match=found,
                                size=source.size or int(item["size"]))
-    stored = ingest.store([accepted])
+    try:
+        stored = ingest.store([accepted])
+    except (ingest.Retry, BotoCoreError, ClientError) as exc:
+        raise ServiceUnavailable("The imaging archive or the record store is busy; nothing was released, "
+                                 "try again", headers={"Retry-After": "5"}) from exc
     if stored.conflicts:
         _, why, detail = stored.conflicts[0]
         raise Unprocessable(f"The object still cannot be attached: {why} ({detail})")
