@@ -120,8 +120,8 @@ def consume(event: dict[str, Any]) -> dict[str, Any]:
             ingest.quarantine_conflicts(stored, outcome)
             if not events.publish(*stored.announcements()):
                 raise ingest.Retry("the ingest could not be announced")
-            for item in (*stored.ingested, *stored.duplicates):
-                objects.delete(item.source.bucket, item.source.key)
+            objects.delete_many(settings().bucket_ingest,
+                                [item.source.key for item in (*stored.ingested, *stored.duplicates)])
             outcome.ingested += len(stored.ingested)
             outcome.duplicates += len(stored.duplicates)
         except Exception as exc:  # noqa: BLE001 - a failed study is retried, the other studies go on

@@ -96,3 +96,21 @@ def copy(source: Source, bucket: str, key: str, *, size: int, metadata: dict[str
 def delete(bucket: str, key: str) -> None:
     """Remove ``key`` from the bucket's current view (a delete marker; versions are kept)."""
     aws.client("s3").delete_object(Bucket=bucket, Key=key)
+
+
+# DeleteObjects takes at most this many keys per call.
+DELETE_BATCH = 1000
+
+
+def delete_many(bucket: str, keys: list[str]) -> None:
+    """:func:`delete` for many keys, a thousand per call; raises ``ClientError`` if any key was not deleted."""
+    s3 = aws.client("s3")
+    unique = list(dict.fromkeys(keys))
+    for start in range(0, len(unique), DELETE_BATCH):
+        chunk = unique[start:start + DELETE_BATCH]
+        response = s3.delete_objects(Bucket=bucket, Delete={"Objects": [{"Key": k} for k in chunk], "Quiet": True})
+        errors = response.get("Errors") or []
+        if errors:
+            raise ClientError({"Error": {"Code": str(errors[0].get("Code", "InternalError")),
+                                         "Message": f"{len(errors)} of {len(chunk)} objects were not deleted"}},
+                              "DeleteObjects")
