@@ -165,7 +165,8 @@ def search_instances(ctx: RequestContext, stored: Stored, series_uid: str | None
     series_by_uid = {s["uid"]: s for s in stored.resource.get("series", [])}
     if series_uid is not None and series_uid not in series_by_uid:
         raise NotFound(f"Series {series_uid} not found in this study")
-    study_attrs = dicomweb.study_result(stored.resource, {}, base_url=base_url)
+    full = imaging.study_dicom(ctx.tenant, stored.resource["id"], stored.attrs)
+    study_attrs = dicomweb.study_result(stored.resource, full, base_url=base_url)
     results = []
     for record in imaging.instances(ctx.tenant, stored.resource["id"], series_uid=series_uid):
         series = series_by_uid.get(record.series_uid)
