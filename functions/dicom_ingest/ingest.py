@@ -78,6 +78,8 @@ class Quarantined(Exception):
     """The object must go to quarantine with ``reason`` (machine-readable) and ``detail`` (no patient data)."""
 
     def __init__(self, reason: str, detail: str) -> None:
+        if reason not in MATCH_REASONS:
+            raise ValueError(f"unknown quarantine reason {reason!r}")
         super().__init__(f"{reason}: {detail}")
         self.reason = reason
         self.detail = detail
@@ -145,7 +147,6 @@ class Outcome:
     duplicates: int = 0
     quarantined: int = 0
     skipped: int = 0
-    reasons: dict[str, int] = field(default_factory=dict)
     bytes_read: int = 0
     published: list[events.DomainEvent] = field(default_factory=list)
 
@@ -308,7 +309,6 @@ def _quarantine(tenant: TenantId | None, upload: Upload, source: objects.Source,
     if upload.bucket == settings().bucket_ingest:
         objects.delete(upload.bucket, upload.key)
     outcome.quarantined += 1
-    outcome.reasons[reason] = outcome.reasons.get(reason, 0) + 1
     logger.info("dicom object quarantined", extra={"tenant": owner, "quarantine_id": qid, "reason": reason})
 
 
@@ -397,7 +397,7 @@ def _write_once(ctx: RequestContext, group: list[Accepted]) -> Stored | None:
         seen.add(sop)
         fresh.append(item)
     if current is not None and fresh:
-        owner = (records.subject_of(current.resource), _order_of(current.resource))
+        owner = (records.subject_of(current.resource), study.order_of(current.resource))
         keep = [f for f in fresh if (f.match.patient_id, f.match.order_id) == owner]
         conflicts += [(f, "study-conflict", "the study is stored for another patient or order")
                       for f in fresh if f not in keep]
@@ -468,10 +468,6 @@ def _guards(tenant: TenantId, sops: Iterable[str]) -> dict[str, dict[str, Any]]:
                 found[str(item["pk"]).rsplit("#", 1)[-1]] = item
             request = response.get("UnprocessedKeys") or {}
     return found
-
-
-def _order_of(resource: dict[str, Any]) -> str:
-    return str(resource["basedOn"][0]["reference"]).removeprefix("ServiceRequest/")
 
 
 @cache

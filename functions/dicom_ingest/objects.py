@@ -59,18 +59,6 @@ class Source:
         return body
 
 
-def current_version(bucket: str, key: str) -> str | None:
-    """The version id of the object now at ``key``; raises :class:`Gone` if there is none."""
-    try:
-        response = aws.client("s3").head_object(Bucket=bucket, Key=key)
-    except ClientError as exc:
-        if aws.error_code(exc) in _MISSING:
-            raise Gone(key) from exc
-        raise
-    version = response.get("VersionId")
-    return None if version in (None, "null") else str(version)
-
-
 def copy(source: Source, bucket: str, key: str, *, size: int, metadata: dict[str, str] | None = None) -> str | None:
     """Server-side copy of ``source`` (its pinned version) to ``bucket/key``; the new version id."""
     copy_source: dict[str, str] = {"Bucket": source.bucket, "Key": source.key}

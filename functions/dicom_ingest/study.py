@@ -11,14 +11,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from expediente import records
 from expediente.clinical import stamp
+from expediente.identifiers import ACCESSION_SYSTEM, IDENTIFIER_TYPE_SYSTEM
 from expediente.imaging import DCM, DICOM_UID_SYSTEM, STUDY
 from expediente.index import Entry
 
 from .header import Instance
-
-ACCESSION_SYSTEM = "urn:expediente:accession"  # the orders domain's accession numbers
-IDENTIFIER_TYPE = "http://terminology.hl7.org/CodeSystem/v2-0203"
 
 # Study-level attributes kept (encrypted) with the ImagingStudy for QIDO-RS study answers.
 STUDY_TAGS = frozenset({
@@ -53,7 +52,7 @@ def merged(current: dict[str, Any] | None, added: Sequence[Instance], *, patient
         "resourceType": STUDY,
         "identifier": [
             {"system": DICOM_UID_SYSTEM, "value": f"urn:oid:{first.study_uid}"},
-            {"type": {"coding": [{"system": IDENTIFIER_TYPE, "code": "ACSN"}]}, "system": ACCESSION_SYSTEM,
+            {"type": {"coding": [{"system": IDENTIFIER_TYPE_SYSTEM, "code": "ACSN"}]}, "system": ACCESSION_SYSTEM,
              "value": accession},
         ],
         "status": "available",
@@ -87,11 +86,15 @@ def index_entry(resource: dict[str, Any]) -> Entry:
     filtered by modality; sorted by date."""
     study_uid = resource["id"]
     accession = next((i["value"] for i in resource.get("identifier", []) if i.get("system") == ACCESSION_SYSTEM), "")
-    order = resource["basedOn"][0]["reference"].removeprefix("ServiceRequest/")
     return Entry(
         sort=str(resource.get("started") or resource["meta"]["lastUpdated"]),
-        facets={"patient": (resource["subject"]["reference"].removeprefix("Patient/"),), "order": (order,),
+        facets={"patient": (records.subject_of(resource) or "",), "order": (order_of(resource),),
                 "all": ("studies",),  # the tenant's studies by date, for DICOMweb searches without a key
                 "identifier": tuple(v for v in (accession, f"urn:oid:{study_uid}", study_uid) if v)},
         attrs={"modality": [m["code"] for m in resource.get("modality", [])]},
     )
+
+
+def order_of(resource: dict[str, Any]) -> str:
+    """The id of the imaging order a study was made for."""
+    return str(resource["basedOn"][0]["reference"]).removeprefix("ServiceRequest/")

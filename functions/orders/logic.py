@@ -25,6 +25,8 @@ from expediente.clinical import ClinicalRepository, SearchSpec, check_version, n
 from expediente.context import RequestContext
 from expediente.errors import Conflict, Forbidden, Invalid, Unprocessable
 from expediente.fhir import validate
+from expediente.identifiers import ACCESSION_SYSTEM as ACCESSION_SYSTEM
+from expediente.identifiers import IDENTIFIER_TYPE_SYSTEM as IDENTIFIER_TYPE
 from expediente.index import Entry
 from expediente.permissions import Role
 from expediente.store import Stored, TransactionConflict
@@ -40,8 +42,6 @@ DICOM = "http://dicom.nema.org/resources/ontology/DCM"
 MODALITIES = {"CR": "Computed Radiography", "DX": "Digital Radiography", "CT": "Computed Tomography",
               "MR": "Magnetic Resonance", "US": "Ultrasound", "MG": "Mammography", "NM": "Nuclear Medicine",
               "PT": "Positron emission tomography", "XA": "X-Ray Angiography", "RF": "Radio Fluoroscopy"}
-IDENTIFIER_TYPE = "http://terminology.hl7.org/CodeSystem/v2-0203"
-ACCESSION_SYSTEM = "urn:expediente:accession"
 PLACER_SYSTEM = "urn:expediente:placer"
 PRIORITIES = frozenset({"routine", "urgent", "asap", "stat"})
 

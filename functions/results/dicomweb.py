@@ -32,6 +32,7 @@ from functools import cache, lru_cache
 from typing import TYPE_CHECKING, Any
 
 from expediente.errors import Invalid
+from expediente.identifiers import ACCESSION_SYSTEM
 
 if TYPE_CHECKING:
     from expediente.imaging import InstanceRecord
@@ -43,8 +44,7 @@ LIMIT_MAX = 1000
 # Instances live in S3 Standard with no lifecycle transition: each one is retrievable at once.
 INSTANCE_AVAILABILITY = "ONLINE"
 
-DICOM_UID_SYSTEM = "urn:dicom:uid"
-ACCESSION_SYSTEM = "urn:expediente:accession"
+DICOM_UID_SYSTEM = "urn:dicom:uid"  # as expediente.imaging, which this pure module does not import (boto3)
 V2_0203 = "http://terminology.hl7.org/CodeSystem/v2-0203"
 
 # The matching keys of each level (PS3.18 Table 10.6.1-5, plus the study and series attributes this

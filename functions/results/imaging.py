@@ -13,7 +13,7 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from expediente import aws, imaging
+from expediente import aws, imaging, records
 from expediente.clinical import ClinicalRepository, SearchSpec
 from expediente.context import RequestContext, valid_resource_id
 from expediente.errors import NotFound, ServiceUnavailable
@@ -87,7 +87,7 @@ def search_studies(ctx: RequestContext, repo: ClinicalRepository, params: dict[s
         result = dicomweb.study_result(study.resource, full, base_url=base_url)
         if dicomweb.matches(query, result):
             results.append(dicomweb.apply_includefield(query, result, full))
-            patients.append(str(study.resource["subject"]["reference"]).removeprefix("Patient/"))
+            patients.append(patient_of(study))
     return _window(query, results, patients)
 
 
@@ -138,7 +138,7 @@ def study(ctx: RequestContext, repo: ClinicalRepository, study_uid: str) -> Stor
 
 
 def patient_of(stored: Stored) -> str:
-    return str(stored.resource["subject"]["reference"]).removeprefix("Patient/")
+    return records.subject_of(stored.resource) or ""
 
 
 def search_series(ctx: RequestContext, stored: Stored, params: dict[str, str], *, base_url: str) -> Found:

@@ -26,6 +26,8 @@ CLUES_SYSTEM = "urn:oid:2.16.840.1.113883.4.631"
 CEDULA_SYSTEM = "urn:oid:2.16.840.1.113883.3.215.12.18"
 NATIONALITY_SYSTEM = "urn:oid:2.16.840.1.113883.3.215.12.15"
 FOLIO_SYSTEM = "urn:expediente:folio"  # the tenant's internal record number (NOM-024 Tabla 1)
+ACCESSION_SYSTEM = "urn:expediente:accession"  # an imaging order's number (DICOM AccessionNumber)
+IDENTIFIER_TYPE_SYSTEM = "http://terminology.hl7.org/CodeSystem/v2-0203"  # ACSN, PLAC, MR, ...
 # Mexican names carry two surnames: FHIR's HumanName extensions for the father's and the mother's.
 FATHERS_FAMILY = "http://hl7.org/fhir/StructureDefinition/humanname-fathers-family"
 MOTHERS_FAMILY = "http://hl7.org/fhir/StructureDefinition/humanname-mothers-family"

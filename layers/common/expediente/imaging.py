@@ -168,8 +168,3 @@ def study_dicom(tenant: TenantId, study_uid: str, attrs: dict[str, Any]) -> dict
     """The study-level DICOM JSON kept on an ImagingStudy item (``Stored.attrs``), decrypted."""
     token = attrs.get("dicom")
     return decrypt_dicom(tenant, str(token), study_aad(study_uid)) if token else {}
-
-
-def sop_guard(tenant: TenantId, sop_uid: str) -> dict[str, Any] | None:
-    """Where an instance is stored (``study``, ``series``, ``patient``), or None if it never was."""
-    return get_item(settings().table_results, sop_guard_key(tenant, sop_uid))
