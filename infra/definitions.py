@@ -90,6 +90,8 @@ class FunctionDef:
     description: str
     routes: tuple[str, ...] = ()
     public_routes: tuple[str, ...] = ()
+    # Why the public routes need no token (becomes the cdk-nag acknowledgment).
+    public_reason: str = ""
     writes: tuple[str, ...] = ()
     reads: tuple[str, ...] = ()
     # Buckets (by id): ``buckets_write`` read and put; ``buckets_read`` read only (e.g. to presign
@@ -126,6 +128,9 @@ TABLES: tuple[TableDef, ...] = (
     TableDef(id="results", env="TABLE_RESULTS"),
     # ServiceRequest (lab and imaging orders), their accession/placer number guards and index items.
     TableDef(id="orders", env="TABLE_ORDERS"),
+    # MedicationRequest, DetectedIssue, AllergyIntolerance, MedicationDispense, the tenant's local Medication
+    # items and formulary settings, prescription Provenance and the receta verification tokens.
+    TableDef(id="prescriptions", env="TABLE_PRESCRIPTIONS"),
     TableDef(
         id="admin",
         env="TABLE_ADMIN",
@@ -172,7 +177,8 @@ RULES: tuple[RuleDef, ...] = (
     RuleDef(
         id="record_lifecycle",
         detail_types=("PatientRegistered", "PatientUpdated", "PatientMerged", "NoteSigned", "OrderStatusChanged",
-                      "OrderMessageQueued", "CriticalResultAcknowledged"),
+                      "OrderMessageQueued", "CriticalResultAcknowledged", "PrescriptionSigned",
+                      "PrescriptionStatusChanged", "MedicationDispensed"),
         target_queue="integration",
     ),
     RuleDef(id="results_to_orders", detail_types=("ResultRecorded", "DicomInstanceIngested"),
@@ -209,6 +215,8 @@ FUNCTIONS: tuple[FunctionDef, ...] = (
             "/admin/critical-results",
         ),
         public_routes=("/fhir/metadata",),
+        public_reason="FHIR clients read the CapabilityStatement before they authenticate; it returns no patient "
+                      "data.",
         writes=("admin", "audit", "idempotency"),
         reads=(),
         cognito_admin=True,
@@ -228,7 +236,24 @@ FUNCTIONS: tuple[FunctionDef, ...] = (
             "/fhir/Provenance/{proxy+}",
         ),
         writes=("notes", "audit", "idempotency"),
-        reads=("patients", "admin", "results", "orders"),
+        reads=("patients", "admin", "results", "orders", "prescriptions"),
+        puts_events=True,
+        signing_keys="sign",
+    ),
+    FunctionDef(
+        id="prescriptions",
+        description="Formulary (Medication), allergies, prescriptions (MedicationRequest) with interaction, "
+                    "allergy, duplication and dose alerts, signed receta, dispensing",
+        routes=("/fhir/Medication", "/fhir/Medication/{proxy+}", "/fhir/MedicationRequest",
+                "/fhir/MedicationRequest/{proxy+}", "/fhir/AllergyIntolerance", "/fhir/AllergyIntolerance/{proxy+}",
+                "/fhir/DetectedIssue", "/fhir/DetectedIssue/{proxy+}", "/fhir/MedicationDispense",
+                "/fhir/MedicationDispense/{proxy+}"),
+        public_routes=("/receta/{token}",),
+        public_reason="A pharmacy verifies a printed receta by its QR code without an account; the token is 128 "
+                      "random bits, and the answer shows the prescriber, the medicines and what is left to dispense, "
+                      "with the patient's initials only.",
+        writes=("prescriptions", "audit", "idempotency"),
+        reads=("patients", "admin", "notes"),
         puts_events=True,
         signing_keys="sign",
     ),

@@ -60,6 +60,7 @@ class StackInfo:
     table_notes: str = ""
     table_results: str = ""
     table_orders: str = ""
+    table_prescriptions: str = ""
     table_idempotency: str = ""
     user_pool_client_id: str = ""
     event_bus_name: str = ""

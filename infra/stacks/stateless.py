@@ -210,7 +210,6 @@ class StatelessStack(cdk.Stack):
                     authorization_type=apigw.AuthorizationType.NONE,
                     request_validator=validator,
                 )
-                reason = (f"{path} ({function_id}) is public by design: FHIR clients read the "
-                          "CapabilityStatement before they authenticate; it returns no patient data.")
+                reason = f"{path} ({function_id}) is public by design: {fn.definition.public_reason}"
                 acknowledge(method, "AwsSolutions-APIG4", reason)
                 acknowledge(method, "AwsSolutions-COG4", reason)

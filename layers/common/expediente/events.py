@@ -71,6 +71,33 @@ class OrderStatusChanged(DomainEvent):
     previous_status: str | None = None
 
 
+class PrescriptionSigned(DomainEvent):
+    """A prescription was signed (active); ``controlled_group`` is its sale group when I-III."""
+
+    medication_request_id: str
+    patient_id: str
+    version: int
+    provenance_id: str
+    controlled_group: str | None = None
+    overridden_alerts: int = 0
+
+
+class PrescriptionStatusChanged(DomainEvent):
+    medication_request_id: str
+    patient_id: str
+    status: str
+    previous_status: str
+
+
+class MedicationDispensed(DomainEvent):
+    """A pharmacy dispensed (part of) a prescription; ``remaining`` dispensations are left."""
+
+    dispense_id: str
+    medication_request_id: str
+    patient_id: str
+    remaining: int
+
+
 class ResultRecorded(DomainEvent):
     """A laboratory Observation or a DiagnosticReport was stored for the orders it names.
 
@@ -168,6 +195,9 @@ EVENT_TYPES: tuple[type[DomainEvent], ...] = (
     CriticalResultAcknowledged,
     DicomInstanceIngested,
     DicomInstanceQuarantined,
+    PrescriptionSigned,
+    PrescriptionStatusChanged,
+    MedicationDispensed,
 )
 
 

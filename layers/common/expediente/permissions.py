@@ -46,6 +46,8 @@ class Interaction(StrEnum):
     TIME_TO_ACKNOWLEDGE = "$time-to-acknowledge"
     DICOM_UPLOAD = "$dicom-upload"
     RELEASE = "$release"
+    CHECK = "$check"
+    HIDE = "$hide"
 
 
 _I = Interaction
@@ -156,6 +158,37 @@ PERMISSIONS: Final[dict[str, dict[Role, frozenset[Interaction]]]] = {
         Role.LAB: _READ_ONLY | {_I.STATUS},
         Role.RADIOLOGY: _READ_ONLY | {_I.STATUS, _I.DICOM_UPLOAD},
         Role.RECEPTION: _LOOKUP,
+        Role.PATIENT: _OWN_RECORD,
+    },
+    # The formulary: the shipped catalogue plus the tenant's local items; the administrator and the
+    # pharmacy maintain local items and hide catalogue items the chain does not stock.
+    "Medication": {
+        **{role: _LOOKUP for role in (*_CLINICAL, Role.AUDITOR, Role.PATIENT)},
+        Role.ADMIN: _MAINTAIN | {_I.HIDE},
+        Role.PHARMACIST: _MAINTAIN | {_I.HIDE},
+    },
+    "AllergyIntolerance": {
+        **{role: _MAINTAIN for role in (Role.PHYSICIAN, Role.NURSE, Role.PHARMACIST)},
+        Role.RECEPTION: _LOOKUP,
+        Role.PATIENT: _OWN_RECORD,
+    },
+    # Prescriptions. A nurse prescribes and signs only medicines outside sale groups I-III, which
+    # only physicians sign (functions/prescriptions/controlled.py); the pharmacy verifies and prints.
+    "MedicationRequest": {
+        Role.PHYSICIAN: _MAINTAIN | {_I.CHECK, _I.SIGN, _I.STATUS, _I.VERIFY, _I.PRINT},
+        Role.NURSE: _MAINTAIN | {_I.CHECK, _I.SIGN, _I.STATUS, _I.VERIFY, _I.PRINT},
+        Role.PHARMACIST: _READ_ONLY | {_I.CHECK, _I.VERIFY, _I.PRINT},
+        Role.AUDITOR: frozenset({_I.VERIFY}),
+        Role.PATIENT: _OWN_RECORD | {_I.VERIFY, _I.PRINT},
+    },
+    # Alerts raised by the prescription checks (written by them only).
+    "DetectedIssue": {
+        **{role: _READ_ONLY for role in (Role.PHYSICIAN, Role.NURSE, Role.PHARMACIST)},
+        Role.AUDITOR: _LOOKUP,
+    },
+    "MedicationDispense": {
+        Role.PHARMACIST: _READ_ONLY | {_I.CREATE},
+        **{role: _READ_ONLY for role in (Role.PHYSICIAN, Role.NURSE)},
         Role.PATIENT: _OWN_RECORD,
     },
     "Organization": {

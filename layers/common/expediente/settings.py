@@ -26,6 +26,7 @@ class Settings:
     table_notes: str = ""
     table_results: str = ""
     table_orders: str = ""
+    table_prescriptions: str = ""
     table_admin: str = ""
     table_audit: str = ""
     table_idempotency: str = ""
@@ -58,6 +59,7 @@ _ENV = {
     "table_notes": ("TABLE_NOTES",),
     "table_results": ("TABLE_RESULTS",),
     "table_orders": ("TABLE_ORDERS",),
+    "table_prescriptions": ("TABLE_PRESCRIPTIONS",),
     "table_admin": ("TABLE_ADMIN",),
     "table_audit": ("TABLE_AUDIT",),
     "table_idempotency": ("TABLE_IDEMPOTENCY",),
