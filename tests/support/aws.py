@@ -75,7 +75,8 @@ def reset_caches() -> None:
     import importlib
 
     for module in ("functions.patients.repository", "functions.notes.repository", "functions.results.repository",
-                   "functions.orders.repository", "functions.dicom_ingest.ingest"):
+                   "functions.orders.repository", "functions.dicom_ingest.ingest",
+                   "functions.prescriptions.repository"):
         try:
             importlib.import_module(module).repository.cache_clear()
         except (ImportError, AttributeError):
