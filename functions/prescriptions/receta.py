@@ -16,10 +16,11 @@ Contract:
   signature (signer, time, algorithm, SHA-256 digest in monospace) and a QR code of ``verify_url`` (segno,
   error correction M, drawn as filled vector rectangles, 4-module quiet zone, at least 32 mm wide) with the
   URL printed under it. There is no handwritten signature.
-- Every page repeats the header (institution, prescriber, folio); pages after the first add a continuation
-  line with the patient. When the document has more than one page each page says "Página X de Y". Entries
-  and the signature block are kept whole on one page when they fit on one; text wraps (overlong words are
-  broken), it is never cut off.
+- Pages after the first repeat the header in short (institution and clinic, prescriber and cédula, the group
+  I pad number) with a continuation line (patient, folio); every page's footer has the folio and, when there
+  is more than one page, "Página X de Y". Entries and the signature block are kept whole on one page when
+  they fit on one. Text wraps (overlong words are broken) and is never cut off; only the continuation headers
+  and the footer shorten an absurdly long value with "…", since page 1 prints it whole.
 - The font is the PDF core font Helvetica (Courier for the digest), as in :mod:`functions.results.report`:
   no font file ships with the function. Its encoding is Windows-1252, which holds every Spanish letter
   (á é í ó ú ü ñ ¿ ¡) and the dashes and quotes; other characters print as an ASCII fallback or "?".
@@ -98,7 +99,7 @@ _MONTHS = ("enero", "febrero", "marzo", "abril", "mayo", "junio", "julio", "agos
            "noviembre", "diciembre")
 _SEXES = {"male": "Masculino", "female": "Femenino", "other": "Otro", "unknown": "No especificado"}
 _ROMAN = {"1": "I", "2": "II", "3": "III", "4": "IV", "5": "V", "6": "VI"}
-# Reglamento de Insumos para la Salud art. 226 groups that the pharmacy controls (LGS arts. 226, 240-241)
+# LGS art. 226: the sale groups whose receta the pharmacy controls (I special pad, II retained, III up to 3 fills)
 _GROUP_MARKS = {
     "I": "Grupo I — estupefaciente: receta especial con código de barras",
     "II": "Grupo II — psicotrópico: receta retenida por la farmacia",
@@ -246,6 +247,29 @@ class _Para:
     indent: float = 0.0
 
 
+def _dry_run(pdf: FPDF, width: float, line_height: float, text: str, output: str) -> object:
+    """fpdf2's dry run of a multi_cell, with automatic page breaks off: a dry run that broke the page would
+    draw the header, and a header that measures text would never end."""
+    auto, margin = pdf.auto_page_break, pdf.b_margin
+    pdf.set_auto_page_break(False, margin)
+    try:
+        return pdf.multi_cell(width, line_height, text, align="L", dry_run=True, output=output)
+    finally:
+        pdf.set_auto_page_break(auto, margin)
+
+
+def _height(pdf: FPDF, width: float, line_height: float, text: str) -> float:
+    height = _dry_run(pdf, width, line_height, text, "HEIGHT")
+    assert isinstance(height, int | float)
+    return float(height)
+
+
+def _wrap(pdf: FPDF, width: float, line_height: float, text: str) -> list[str]:
+    lines = _dry_run(pdf, width, line_height, text, "LINES")
+    assert isinstance(lines, list)
+    return [str(line) for line in lines]
+
+
 def _paragraphs(pdf: FPDF, paras: list[_Para], *, measure: bool, width: float | None = None,
                 align: str = "L") -> float:
     """Writes ``paras`` one under the other from the left margin, or from x in a column of ``width``; or,
@@ -265,8 +289,7 @@ def _paragraphs(pdf: FPDF, paras: list[_Para], *, measure: bool, width: float | 
             if single:
                 total += para.height
             else:
-                height = pdf.multi_cell(w, para.height, para.text, align=align, dry_run=True, output="HEIGHT")
-                total += float(height)  # type: ignore[arg-type]
+                total += _height(pdf, w, para.height, para.text)
             continue
         pdf.set_text_color(*para.color)
         pdf.set_x(left + para.indent)
@@ -301,8 +324,7 @@ def _clamp(pdf: FPDF, para: _Para, width: float, lines: int) -> _Para:
     if not para.text:
         return para
     pdf.set_font(para.family, para.style, para.size)
-    wrapped = pdf.multi_cell(width - para.indent, para.height, para.text, align="L", dry_run=True, output="LINES")
-    assert isinstance(wrapped, list)
+    wrapped = _wrap(pdf, width - para.indent, para.height, para.text)
     if len(wrapped) <= lines:
         return para
     kept = [_denormalized(str(line)) for line in wrapped[:lines]]
@@ -375,7 +397,7 @@ def render_receta(receta: Receta) -> bytes:
     ]
     header_right = [_Para(TITLE.upper(), size=10.5, style="B", height=4.8)]
     if pad:
-        # RIS art. 29 / LGS art. 240: group I goes on the special pad whose government barcode number is this
+        # LGS art. 241: narcotics (group I) go on the special pad whose barcode the Secretaría de Salud assigns
         header_right.append(_Para("Recetario especial (Grupo I):", size=7.5, style="B", height=3.4, color=_RED))
         header_right.append(_Para(pad, size=8, style="B", color=_RED))
     prescriber = [
