@@ -13,6 +13,8 @@
 9. Critical-value detection: its share of the p50 of storing a laboratory result.
 10. DICOM ingest: bytes read from S3 and memory for 1 MB, 100 MB and 1 GB instances; instances per second
     end to end against the ratio to header parsing alone.
+11. Prescriptions: CPU per medication check (20 current prescriptions, whole knowledge base) and its growth
+    with a 100-fold knowledge base; receta PDF rendering p50.
 
 Figures are printed and written to ``benchmarks/README.md`` (between markers).
 """
@@ -26,7 +28,7 @@ import sys
 import time
 from pathlib import Path
 
-from benchmarks import calls, cold, imaging, local_http, notes, orders, results, search_scale
+from benchmarks import calls, cold, imaging, local_http, notes, orders, prescriptions, results, search_scale
 
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "benchmarks" / "README.md"
@@ -52,6 +54,8 @@ def main() -> int:
     sections.append(results.critical_overhead(results=20 if args.quick else 150))
     sections.append(imaging.bytes_and_memory())
     sections.append(imaging.throughput(instances=60 if args.quick else 300))
+    sections.append(prescriptions.check_cost(rounds=500 if args.quick else 5000))
+    sections.append(prescriptions.receta_rendering(renders=30 if args.quick else 300))
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT,
                             check=False).stdout.strip()
     header = (f"Measured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} on commit `{commit or 'uncommitted'}`, "

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 # Bump when RESOURCES changes: CapabilityStatement.date is when the statement last changed.
-STATEMENT_DATE = "2026-11-25"
+STATEMENT_DATE = "2026-11-26"
 SOFTWARE_VERSION = "0.1.0"
 FHIR_VERSION = "4.0.1"
 
@@ -274,6 +274,113 @@ RESOURCES: tuple[ResourceCapability, ...] = (
             Operation("dicom-upload", f"{_OD}ServiceRequest-dicom-upload",
                       "POST Parameters size (valueInteger, one per file): presigned PUT URLs (15 minutes, signed "
                       "Content-Length) for the DICOM files of an open imaging order"),
+        ),
+    ),
+    ResourceCapability(
+        type="Medication",
+        interactions=("read", "search-type", "create", "update"),
+        documentation="The formulary: the shipped catalogue of national-catalogue medicines (id = Cuadro Básico key, "
+        "code.coding CNIS key and WHO ATC code; form; strength per ingredient with the WHO INN in extension dci; "
+        "routes the form allows; sale group, package and usual adult maximum daily dose where a cited source gives "
+        "them; every item cites its sources in extension fuente) plus the clinic's local items. The pharmacy or "
+        "the administrator adds local items (POST) and gives the clinic's version of a catalogue item (PUT to its "
+        "key); hidden items read as status inactive.",
+        search_params=(
+            SearchParam("name", "string", "Accent-insensitive prefix of any word of the generic or ingredient name"),
+            SearchParam("code", "token", "Cuadro Básico key", f"{_SP}Medication-code"),
+            SearchParam("atc", "token", "WHO ATC code or class prefix (e.g. C10AA)"),
+            SearchParam("status", "token", "active (offered) | inactive (hidden by the clinic)",
+                        f"{_SP}Medication-status"),
+            _COUNT,
+        ),
+        operations=(
+            Operation("hide", f"{_OD}Medication-hide",
+                      "POST Parameters hidden (valueBoolean, default true): hide a catalogue item the clinic does "
+                      "not stock, or offer it again"),
+        ),
+    ),
+    ResourceCapability(
+        type="AllergyIntolerance",
+        interactions=_MAINTAINED,
+        documentation="Allergies and intolerances per patient, by ingredient (https://expediente.mx/fhir/CodeSystem/"
+        "dci, WHO INN), ATC class (http://www.whocc.no/atc, e.g. J01C penicillins) or Cuadro Básico key, with "
+        "criticality; prescriptions are checked against the active ones, including cross-reactive classes.",
+        search_params=(
+            SearchParam("patient", "reference", "Patient/<id> or <id>", f"{_SP}clinical-patient"),
+            SearchParam("clinical-status", "token", "active | inactive | resolved",
+                        f"{_SP}AllergyIntolerance-clinical-status"),
+            SearchParam("criticality", "token", "low | high | unable-to-assess",
+                        f"{_SP}AllergyIntolerance-criticality"),
+            _COUNT,
+        ),
+    ),
+    ResourceCapability(
+        type="MedicationRequest",
+        interactions=_MAINTAINED,
+        documentation="Prescriptions of a formulary medicine with a complete dosage (dose in UCUM, a route the form "
+        "allows, timing.repeat frequency/period and boundsDuration, dispenseRequest.quantity in {package} or "
+        "presentation units). Created and revised as draft; active only through $sign; signed prescriptions never "
+        "change. Each create, revision and signature re-checks interactions, allergies, duplication and the "
+        "maximum daily dose against the patient's current prescriptions; alerts are DetectedIssues listed in "
+        "detectedIssue and counted in the X-Alerts header. Sale groups I-III follow LGS art. 226 (pad number, "
+        "30 days, 2 packages, dispensations) and are signed by physicians only.",
+        search_params=(
+            SearchParam("patient", "reference", "Patient/<id> or <id>", f"{_SP}clinical-patient"),
+            SearchParam("subject", "reference", "Same as patient", f"{_SP}MedicationRequest-subject"),
+            SearchParam("encounter", "reference", "Encounter/<id>", f"{_SP}MedicationRequest-encounter"),
+            SearchParam("requester", "reference", "Practitioner/<id>", f"{_SP}MedicationRequest-requester"),
+            SearchParam("status", "token", "draft | active | completed | stopped | cancelled",
+                        f"{_SP}medications-status"),
+            SearchParam("code", "token", "The formulary item (Cuadro Básico key or local id)",
+                        f"{_SP}clinical-code"),
+            SearchParam("authoredon", "date", "When written; eq/ge/gt/le/lt", f"{_SP}MedicationRequest-authoredon"),
+            _COUNT,
+        ),
+        operations=(
+            Operation("check", f"{_OD}MedicationRequest-check",
+                      "POST a proposed MedicationRequest (or a Bundle of them): the alerts as unsaved DetectedIssues; "
+                      "nothing is stored"),
+            Operation("sign", f"{_OD}MedicationRequest-sign",
+                      "POST with If-Match, Parameters overrideReason or override (issue, reason) for each "
+                      "contraindicated or major alert: the prescriber's signature (ES256, KMS key); answers the "
+                      "active version, X-Provenance and X-Receta-Verify (the QR code's URL); 409 listing the alerts "
+                      "that still need a reason"),
+            Operation("status", f"{_OD}MedicationRequest-status",
+                      "POST with If-Match: Parameters status (completed, stopped, cancelled) and reason"),
+            Operation("verify-signature", f"{_OD}MedicationRequest-verify-signature",
+                      "GET: re-verifies the stored signature; Parameters valid, reason, provenance"),
+            Operation("print", f"{_OD}MedicationRequest-print",
+                      "GET (Accept: application/pdf): the printable receta with its QR verification code"),
+        ),
+    ),
+    ResourceCapability(
+        type="DetectedIssue",
+        interactions=("read", "vread", "history-instance", "search-type"),
+        documentation="Prescription alerts, written by the checks only (code v3 ActCode DRG, ALGY, RALG, DUPTHPGEN, "
+        "DUPTHPCLS, DOSEH; extension severidad-alerta contraindicated | major | moderate | minor; the rule, its "
+        "citation and management). An override is a mitigation with the prescriber's reason; an alert that no "
+        "longer applies becomes cancelled.",
+        search_params=(
+            SearchParam("implicated", "reference", "MedicationRequest/<id>", f"{_SP}DetectedIssue-implicated"),
+            SearchParam("patient", "reference", "Patient/<id> or <id>", f"{_SP}clinical-patient"),
+            SearchParam("code", "token", "DRG | ALGY | RALG | DUPTHPGEN | DUPTHPCLS | DOSEH",
+                        f"{_SP}DetectedIssue-code"),
+            SearchParam("identified", "date", "When raised; eq/ge/gt/le/lt", f"{_SP}DetectedIssue-identified"),
+            _COUNT,
+        ),
+    ),
+    ResourceCapability(
+        type="MedicationDispense",
+        interactions=("read", "vread", "history-instance", "search-type", "create"),
+        documentation="A pharmacy's dispensation of a signed, active, unexpired prescription (authorizingPrescription) "
+        "within its allowed dispensations; the last one completes the prescription. X-Dispensations-Remaining "
+        "answers what is left.",
+        search_params=(
+            SearchParam("prescription", "reference", "MedicationRequest/<id>", f"{_SP}MedicationDispense-prescription"),
+            SearchParam("patient", "reference", "Patient/<id> or <id>", f"{_SP}clinical-patient"),
+            SearchParam("whenhandedover", "date", "When handed over; eq/ge/gt/le/lt",
+                        f"{_SP}MedicationDispense-whenhandedover"),
+            _COUNT,
         ),
     ),
     ResourceCapability(

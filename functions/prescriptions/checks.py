@@ -147,10 +147,14 @@ def high_doses(proposed: Medicine, others: Sequence[Medicine]) -> list[Alert]:
     """Daily amount of each ingredient (this prescription plus the others with the same ingredient)
     above the item's usual adult maximum daily dose."""
     item = proposed.item
-    if item.max_daily_dose is None or len(item.ingredients) != 1:
+    if len(item.ingredients) != 1:
         return []
     inn = item.ingredients[0].inn
-    limit = item.max_daily_dose
+    # The proposed item's own maximum, else one a current single-ingredient item of the same ingredient gives.
+    limit = item.max_daily_dose or next((m.item.max_daily_dose for m in others if m.item.max_daily_dose is not None
+                                         and m.item.inns == (inn,)), None)
+    if limit is None:
+        return []
     total = 0.0
     parts: list[str] = []
     for medicine in (proposed, *others):

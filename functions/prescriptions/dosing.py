@@ -54,6 +54,8 @@ class Dosage:
             return math.ceil(self.quantity.value)
         if item.package is None:
             return None
+        if self.quantity.unit == item.presentation_unit and units.kind(item.package.unit) != "count":
+            return math.ceil(self.quantity.value)  # one bottle (or tube) of liquid is one package
         size = item.package.value if item.package.unit == self.quantity.unit else None
         if size is None:
             converted = self.quantity.to(item.package.unit)
@@ -114,6 +116,9 @@ def _doses_per_day(repeat: Mapping[str, Any]) -> tuple[float, str]:
     if frequency == 1:
         text = f"cada {units.format_number(period)} {names[str(unit)]}" if period != 1 else \
             {"h": "cada hora", "d": "una vez al día", "wk": "una vez por semana", "mo": "una vez al mes"}[str(unit)]
+    elif period == 1:
+        per_unit = {"h": "por hora", "d": "al día", "wk": "por semana", "mo": "al mes"}[str(unit)]
+        text = f"{int(frequency)} veces {per_unit}"
     else:
         text = f"{int(frequency)} veces cada {units.format_number(period)} {names[str(unit)]}"
     return per_day, text
@@ -157,13 +162,17 @@ def parse(resource: Mapping[str, Any], item: Item) -> Dosage:
     as_needed = bool(dosage.get("asNeededBoolean")) or "asNeededCodeableConcept" in dosage
     ceiling = dosage.get("maxDosePerPeriod")
     if ceiling is not None:
-        limit, span = _ucum((ceiling or {}).get("numerator"), f"{DOSAGE}.maxDosePerPeriod.numerator"), \
-            _ucum((ceiling or {}).get("denominator"), f"{DOSAGE}.maxDosePerPeriod.denominator")
-        if span.unit not in _DAYS:
-            raise Invalid(f"{DOSAGE}.maxDosePerPeriod.denominator must be in h, d or wk",
-                          expression=f"{DOSAGE}.maxDosePerPeriod.denominator")
+        if not isinstance(ceiling, dict):
+            raise Invalid(f"{DOSAGE}.maxDosePerPeriod must be a Ratio", expression=f"{DOSAGE}.maxDosePerPeriod")
+        limit = _ucum(ceiling.get("numerator"), f"{DOSAGE}.maxDosePerPeriod.numerator")
+        span = ceiling.get("denominator") or {}
+        where = f"{DOSAGE}.maxDosePerPeriod.denominator"
+        span_value = _number(span.get("value") if isinstance(span, dict) else None, f"{where}.value")
+        span_unit = span.get("code") if isinstance(span, dict) else None
+        if span_unit not in _DAYS or (isinstance(span, dict) and span.get("system") not in (None, UCUM)):
+            raise Invalid(f"{where} must be a time in h, d, wk or mo", expression=where)
         ceiling_doses = (limit.to(dose.unit) or _mismatch(limit.unit, dose.unit)).value / dose.value
-        per_day = max(per_day, ceiling_doses / (span.value * _DAYS[span.unit]))
+        per_day = max(per_day, ceiling_doses / (span_value * _DAYS[str(span_unit)]))
     bounds = repeat.get("boundsDuration")
     if not isinstance(bounds, dict):
         raise Invalid(f"{DOSAGE}.timing.repeat.boundsDuration (the duration of treatment) is required",

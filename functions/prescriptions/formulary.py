@@ -40,6 +40,7 @@ EXT_SOURCE = f"{EXT}/fuente"
 EXT_INN = f"{EXT}/dci"
 EXT_LOCAL = f"{EXT}/medicamento-local"
 EXT_PACKAGE = f"{EXT}/envase"
+EXT_PRESENTATION = f"{EXT}/unidad-presentacion"
 SALE_GROUPS = ("I", "II", "III", "IV", "V", "VI")
 KEY = re.compile(r"^\d{3}\.\d{3}\.\d{4}\.\d{2}$")
 ATC = re.compile(r"^[A-Z](\d{2}([A-Z]([A-Z](\d{2})?)?)?)?$")
@@ -127,6 +128,19 @@ def _indexed(item: Item) -> Item:
 # ---------------------------------------------------------------- shipped catalogue ---
 
 
+def split_sources(value: str) -> tuple[str, ...]:
+    """Citations separated by ``;`` (a ``;`` inside parentheses belongs to its citation)."""
+    parts: list[str] = []
+    depth, start = 0, 0
+    for index, char in enumerate(value):
+        depth += {"(": 1, ")": -1}.get(char, 0)
+        if char == ";" and depth <= 0:
+            parts.append(value[start:index])
+            start = index + 1
+    parts.append(value[start:])
+    return tuple(p.strip() for p in parts if p.strip())
+
+
 def _split(value: str) -> list[str]:
     return [part.strip() for part in value.split("|")] if value.strip() else []
 
@@ -158,8 +172,8 @@ def item_from_row(row: Mapping[str, str]) -> Item:
     ingredients = []
     for inn, name, strength in zip(inns, names, strengths, strict=True):
         amount = units.parse(strength)
-        if amount is None:
-            raise ValueError(f"{key}: ingredient {inn} has no strength")
+        if amount is None or amount.value <= 0:
+            raise ValueError(f"{key}: ingredient {inn} has no positive strength")
         ingredients.append(Ingredient(inn, name, amount))
     per_text = row["per"].strip()
     per = None if per_text in ("", "1") else units.parse(per_text)
@@ -175,7 +189,7 @@ def item_from_row(row: Mapping[str, str]) -> Item:
         ingredients=tuple(ingredients), per=per, presentation_unit=row["presentation_unit"].strip(),
         package=units.parse(row["package"]), form=row["form"].strip(), form_code=row["form_code"].strip(),
         routes=item_routes, atc=atc, sale_group=group, max_daily_dose=units.parse(row["max_daily_dose"]),
-        sources=tuple(s.strip() for s in row["sources"].split(";") if s.strip()),
+        sources=split_sources(row["sources"]),
     )
 
 
@@ -204,7 +218,9 @@ class Formulary:
         return item
 
     def items(self, *, include_hidden: bool = False) -> Iterable[Item]:
-        for item in (*catalogue().values(), *self.local.values()):
+        """Every item once: a clinic's version of a catalogue item replaces it."""
+        shipped = (item for item in catalogue().values() if item.id not in self.local)
+        for item in (*shipped, *self.local.values()):
             if include_hidden or item.id not in self.hidden:
                 yield item
 
@@ -265,6 +281,8 @@ def to_fhir(item: Item, *, hidden: bool = False) -> dict[str, Any]:
         route = vocabulary.get(code)
         extensions.append({"url": EXT_ROUTE, "valueCodeableConcept": {"coding": [
             {"system": SNOMED, "code": code, **({"display": route.display} if route else {})}]}})
+    if item.per is not None:
+        extensions.append({"url": EXT_PRESENTATION, "valueCode": item.presentation_unit})
     if item.package is not None:
         extensions.append({"url": EXT_PACKAGE, "valueQuantity": _quantity(item.package)})
     if item.sale_group:
@@ -357,7 +375,11 @@ def local_item(resource: Mapping[str, Any], item_id: str) -> Item:
                       expression="Medication.ingredient[0].strength.denominator")
     package = next((_fhir_quantity(e.get("valueQuantity"), "Medication.extension(envase)")
                     for e in _ext(resource, EXT_PACKAGE)), None)
-    presentation = per_unit if counted else next(
+    declared = next((str(e.get("valueCode") or "") for e in _ext(resource, EXT_PRESENTATION)), "")
+    if declared and units.kind(declared) != "count":
+        raise Invalid("unidad-presentacion is a UCUM annotation such as {bottle}",
+                      expression="Medication.extension(unidad-presentacion)")
+    presentation = per_unit if counted else declared or next(
         (p.unit for p in [package] if p is not None and units.kind(p.unit) == "count"), "{unit}")
     route_codes = tuple(str(((e.get("valueCodeableConcept") or {}).get("coding") or [{}])[0].get("code") or "")
                         for e in _ext(resource, EXT_ROUTE))

@@ -372,7 +372,7 @@ def verify_prescription(resource_id: str) -> Response[str]:
     return fhir_response({"resourceType": "Parameters", "parameter": parts})
 
 
-@app.get(r"/fhir/MedicationRequest/<resource_id>/\$receta")
+@app.get(r"/fhir/MedicationRequest/<resource_id>/\$print")
 def print_receta(resource_id: str) -> Response[Any]:
     """The printable receta (PDF) of a signed prescription, with the QR code a pharmacy scans."""
     from . import printing
@@ -383,7 +383,7 @@ def print_receta(resource_id: str) -> Response[Any]:
     if current.resource.get("status") == "draft" or not current.attrs.get("token"):
         raise Conflict(f"{MR}/{resource_id} is not signed: only a signed prescription has a receta")
     pdf = printing.receta_pdf(ctx, current, formulary(ctx), verify_base=base_url(app))
-    logic.record_read(ctx, MR, resource_id, records.subject_of(current.resource) or "", "$receta")
+    logic.record_read(ctx, MR, resource_id, records.subject_of(current.resource) or "", "$print")
     return Response(200, "application/pdf", pdf, headers={
         "Cache-Control": "no-store", "Content-Disposition": f'inline; filename="receta-{resource_id}.pdf"'})
 

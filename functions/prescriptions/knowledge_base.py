@@ -102,6 +102,8 @@ def rule_from(raw: dict[str, Any], citations: dict[str, str]) -> Rule:
     severity = str(raw.get("severity") or "")
     if severity not in SEVERITIES:
         raise ValueError(f"rule {rule_id}: severity {severity!r} is not one of {', '.join(SEVERITIES)}")
+    if not isinstance(raw.get("a"), dict) or not isinstance(raw.get("b"), dict):
+        raise ValueError(f"rule {rule_id}: both sides (a and b) are required")
     a, b = _side(raw["a"]), _side(raw["b"])
     if not a.ingredients or not b.ingredients:
         raise ValueError(f"rule {rule_id}: both sides need ingredients")

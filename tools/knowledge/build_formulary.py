@@ -61,7 +61,7 @@ SRC_CNIS = "CNIS CC {edition} ({file}; SSA/IMSS compra consolidada, apéndice de
 SRC_ATC = "WHO ATC/DDD Index (fabkury/atcd 'WHO ATC-DDD 2026-04-25.csv' @934a3473)"
 SRC_FORMS = "forms.csv (definitional form->route mapping)"
 
-NUM = r"(\d{1,3}(?:\s\d{3})+|\d+(?:\.\d+)?)"
+NUM = r"(\d{1,3}(?:[\s,]\d{3})+(?!\d)|\d+(?:\.\d+)?)"
 UNIT_MAP = {
     "mg": "mg",
     "g": "g",
@@ -153,7 +153,7 @@ def read_csv(path: Path) -> list[dict[str, str]]:
 
 
 def fmt_number(raw: str) -> str:
-    value = raw.replace(" ", "")
+    value = raw.replace(" ", "").replace(",", "")
     if "." in value:
         value = value.rstrip("0").rstrip(".")
     return value

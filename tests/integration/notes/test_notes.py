@@ -170,14 +170,23 @@ def test_entries_must_exist_in_the_tenant(physician: Staff, visit: Visit, other_
     assert "does not exist" in reply.issue
 
 
-def test_prescriptions_cannot_be_referenced_until_their_domain_exists(physician: Staff, visit: Visit) -> None:
-    body = visit.historia_clinica()
-    for s in body["section"]:
-        if s["code"]["coding"][0]["code"] == "tratamiento":
-            s["entry"] = [{"reference": "MedicationRequest/abc"}]
-    reply = physician.notes("POST", "/fhir/Composition", body)
-    assert reply.status == 422
-    assert "MedicationRequest" in reply.issue and "does not hold" in reply.issue
+def test_the_treatment_section_references_the_patients_prescriptions(physician: Staff, visit: Visit) -> None:
+    from tests.integration.prescriptions.conftest import prescription, rx
+
+    def with_treatment(reference: str) -> dict[str, Any]:
+        body = visit.historia_clinica()
+        for s in body["section"]:
+            if s["code"]["coding"][0]["code"] == "tratamiento":
+                s["entry"] = [{"reference": reference}]
+        return body
+
+    missing = physician.notes("POST", "/fhir/Composition", with_treatment("MedicationRequest/abc"))
+    assert missing.status == 422
+    assert "MedicationRequest/abc" in missing.issue
+    drafted = rx(physician, "POST", "/fhir/MedicationRequest", prescription(visit.patient_id))
+    assert drafted.status == 201, drafted.body
+    note = physician.notes("POST", "/fhir/Composition", with_treatment(f"MedicationRequest/{drafted.body['id']}"))
+    assert note.status == 201, note.body
 
 
 def test_reception_sees_a_note_without_its_narrative(physician: Staff, visit: Visit, reception: Staff) -> None:

@@ -69,10 +69,10 @@ def sign(staff: Staff, resource: dict[str, Any], *, reason: str | None = None) -
 
 
 @pytest.fixture
-def pharmacist(chain: Chain) -> Staff:
+def pharmacist(chain: Chain) -> Staff:  # noqa: F811  (the fixture)
     return chain.staff("pharmacist")
 
 
 @pytest.fixture
-def nurse(chain: Chain) -> Staff:
+def nurse(chain: Chain) -> Staff:  # noqa: F811  (the fixture)
     return chain.staff("nurse")

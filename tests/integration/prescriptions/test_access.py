@@ -44,7 +44,7 @@ def test_another_tenant_sees_nothing(chain: Chain, other_chain: Chain, physician
     pharmacist = other_chain.staff("pharmacist")
     assert rx(outsider, "GET", f"/fhir/MedicationRequest/{draft['id']}").status == 404
     assert rx(outsider, "GET", f"/fhir/{draft['detectedIssue'][0]['reference']}").status == 404
-    assert rx(outsider, "GET", f"/fhir/MedicationRequest/{draft['id']}/$receta").status == 404
+    assert rx(outsider, "GET", f"/fhir/MedicationRequest/{draft['id']}/$print").status == 404
     assert rx(outsider, "GET", "/fhir/MedicationRequest", query={"patient": patient_id}).body["total"] == 0
     reply = rx(pharmacist, "POST", "/fhir/MedicationDispense", {
         "resourceType": "MedicationDispense",
@@ -62,7 +62,7 @@ def test_the_patient_sees_their_own_prescriptions_and_receta_only(chain: Chain, 
     me = chain.patient_user(patient_id)
     assert rx(me, "GET", f"/fhir/MedicationRequest/{mine['id']}").status == 200
     assert rx(me, "GET", f"/fhir/MedicationRequest/{theirs['id']}").status == 404
-    assert rx(me, "GET", f"/fhir/MedicationRequest/{mine['id']}/$receta").status == 200
+    assert rx(me, "GET", f"/fhir/MedicationRequest/{mine['id']}/$print").status == 200
     listed = rx(me, "GET", "/fhir/MedicationRequest", query={"patient": other_patient})
     assert listed.body["total"] == 0
     assert rx(me, "POST", "/fhir/MedicationRequest", prescription(patient_id)).status == 403

@@ -134,7 +134,7 @@ def test_the_receta_prints_and_a_pharmacy_verifies_and_dispenses(
     draft = created(physician, prescription(patient_id, PARACETAMOL, packages=1))
     signed = sign(physician, draft)
     assert signed.status == 200, signed.body
-    pdf = rx(physician, "GET", f"/fhir/MedicationRequest/{draft['id']}/$receta",
+    pdf = rx(physician, "GET", f"/fhir/MedicationRequest/{draft['id']}/$print",
              headers={"Accept": "application/pdf"})
     assert pdf.status == 200
     raw = base64.b64decode(pdf.body)
