@@ -289,8 +289,9 @@ def _parameters(body: dict[str, Any]) -> tuple[dict[str, str], str | None]:
 @app.post(r"/fhir/MedicationRequest/<resource_id>/\$sign")
 def sign_prescription(resource_id: str) -> Response[str]:
     """Sign a draft (the prescriber): it becomes active and immutable. ``Parameters``: ``overrideReason``
-    (valueString, for every blocking alert) or ``override`` parts (``issue``, ``reason``) per alert.
-    409 with the blocking alerts when one lacks a reason; nothing is signed then."""
+    (valueString, for every blocking alert) or ``override`` parts (``issue``, ``reason``) per alert;
+    for a prescriber with a registered certificate, ``prepare`` (valueBoolean) first, then
+    ``signature`` (the detached JWS). 409 with the blocking alerts when one lacks a reason."""
     from . import signature
 
     ctx = request_context(app)
@@ -304,28 +305,45 @@ def sign_prescription(resource_id: str) -> Response[str]:
     key = signing_keys.active(ctx.tenant, ctx.practitioner_id)
     if key is None:
         raise Unprocessable(f"Practitioner/{ctx.practitioner_id} has no signing key; an administrator registers "
-                            "the practitioner again")
-    result = signature.sign(ctx, prescription_id, if_match=if_match, repo=repository(), formulary=formulary(ctx),
-                            key=key, kms_sign=_kms_signer().sign_jws, reasons=reasons, general_reason=general,
-                            new_id=new_id)
-    if isinstance(result, logic.Outcome):
-        issues = [{"severity": "error", "code": "business-rule",
-                   "diagnostics": f"{logic.severity_of(i)}: {i['detail']} — record an override reason to sign",
-                   "expression": [f"{ISSUE}/{i['id']}"]} for i in result.alerts]
-        return Response(409, "application/fhir+json", json.dumps({"resourceType": "OperationOutcome",
-                                                                  "issue": issues}))
-    patient = records.subject_of(result.resource) or ""
-    _publish(lambda ev: ev.PrescriptionSigned(
-        tenant_id=ctx.tenant, medication_request_id=prescription_id, patient_id=patient, version=result.version,
-        provenance_id=result.provenance["id"],
-        controlled_group=result.group if result.group in ("I", "II", "III") else None,
-        overridden_alerts=result.overridden, request_id=ctx.request_id))
-    logger.info("prescription signed", extra={"tenant": ctx.tenant, "medication_request_id": prescription_id,
-                                              "overrides": result.overridden})
-    response = _with_alerts(result.resource, result.version, result.alerts, created=False)
-    response.headers["X-Provenance"] = f"Provenance/{result.provenance['id']}"
-    response.headers["X-Receta-Verify"] = f"{base_url(app)}/receta/{result.token}"
-    return response
+                            "the practitioner again or the practitioner registers a certificate")
+    values = {str(p.get("name")): p for p in body.get("parameter") or [] if isinstance(p, dict)}
+    if (values.get("prepare") or {}).get("valueBoolean") is True:
+        prepared = signature.prepare(ctx, prescription_id, if_match=if_match, repo=repository(),
+                                     formulary=formulary(ctx), key=key, reasons=reasons, general_reason=general)
+        if isinstance(prepared, logic.Outcome):
+            return _blocked(prepared)
+        logic.record_read(ctx, MR, prescription_id, records.subject_of(prepared.document) or "", "$sign prepare")
+        return fhir_response(signature.prepared_parameters(prepared))
+    device_jws = (values.get("signature") or {}).get("valueString")
+
+    def run() -> Response[str]:
+        result = signature.sign(ctx, prescription_id, if_match=if_match, repo=repository(), formulary=formulary(ctx),
+                                key=key, kms_sign=_kms_signer().sign_jws, reasons=reasons, general_reason=general,
+                                new_id=new_id, device_jws=device_jws)
+        if isinstance(result, logic.Outcome):
+            return _blocked(result)
+        patient = records.subject_of(result.resource) or ""
+        _publish(lambda ev: ev.PrescriptionSigned(
+            tenant_id=ctx.tenant, medication_request_id=prescription_id, patient_id=patient, version=result.version,
+            provenance_id=result.provenance["id"],
+            controlled_group=result.group if result.group in ("I", "II", "III") else None,
+            overridden_alerts=result.overridden, request_id=ctx.request_id))
+        logger.info("prescription signed", extra={"tenant": ctx.tenant, "medication_request_id": prescription_id,
+                                                  "overrides": result.overridden})
+        response = _with_alerts(result.resource, result.version, result.alerts, created=False)
+        response.headers["X-Provenance"] = f"Provenance/{result.provenance['id']}"
+        response.headers["X-Receta-Verify"] = f"{base_url(app)}/receta/{result.token}"
+        return response
+
+    return idempotent(app, ctx, run)
+
+
+def _blocked(outcome: logic.Outcome) -> Response[str]:
+    """409 listing the contraindicated or major alerts that still need the prescriber's reason."""
+    issues = [{"severity": "error", "code": "business-rule",
+               "diagnostics": f"{logic.severity_of(i)}: {i['detail']} — record an override reason to sign",
+               "expression": [f"{ISSUE}/{i['id']}"]} for i in outcome.alerts]
+    return Response(409, "application/fhir+json", json.dumps({"resourceType": "OperationOutcome", "issue": issues}))
 
 
 def _kms_signer() -> Any:
