@@ -131,7 +131,8 @@ def test_signing_needs_an_override_reason_for_blocking_alerts_and_audits_it(
 
 def test_the_receta_prints_and_a_pharmacy_verifies_and_dispenses(
         physician: Staff, pharmacist: Staff, patient_id: str) -> None:
-    draft = created(physician, prescription(patient_id, PARACETAMOL, packages=1))
+    brand = {"url": "https://expediente.mx/fhir/StructureDefinition/nombre-comercial", "valueString": "Tempra"}
+    draft = created(physician, prescription(patient_id, PARACETAMOL, packages=1, extension=[brand]))
     signed = sign(physician, draft)
     assert signed.status == 200, signed.body
     pdf = rx(physician, "GET", f"/fhir/MedicationRequest/{draft['id']}/$print",
@@ -139,7 +140,9 @@ def test_the_receta_prints_and_a_pharmacy_verifies_and_dispenses(
     assert pdf.status == 200
     raw = base64.b64decode(pdf.body)
     text = "".join(page.extract_text() for page in PdfReader(io.BytesIO(raw)).pages)
-    assert "PARACETAMOL" in text
+    assert "PARACETAMOL" in text and "(Tempra)" in text
+    practitioner = physician.admin("GET", f"/fhir/Practitioner/{physician.practitioner_id}").body
+    assert f"Céd. Prof. {practitioner['identifier'][0]['value']}" in text
     url = signed.headers["X-Receta-Verify"]
     token = url.rsplit("/", 1)[1]
     public = rx(pharmacist, "GET", f"/receta/{token}")
