@@ -6,7 +6,9 @@ Inputs (all given on the command line, no machine paths are hard-coded):
   --index       ANSM substance index JSON from the same package (index-des-substances-20102020.json)
   --onc         onc_high_priority_revised_table2.csv (ONC high-priority list, revised table 2)
   --who-atc     CSV with an ``atc_name`` column (WHO ATC/DDD list, e.g. fabkury/atcd "WHO ATC-DDD 2026-04-25.csv")
-  --curated     folder with the curated inputs (tools/knowledge/interactions)
+  --curated     folder with the curated inputs (tools/knowledge/interactions): ansm_rules_es.json (CI and
+                déconseillée pairs), ansm_rules_moderate_minor_es.json (précaution d'emploi and à prendre en
+                compte pairs), onc_rules_es.json and the two name-mapping TSV files
   --version     version string written into the output (build date)
   --out         output JSON path
 
@@ -159,6 +161,32 @@ def ansm_rule(spec: dict, ansm: Ansm) -> dict:
     return rule
 
 
+def higher_pairs(rules: list[dict]) -> set[frozenset[str]]:
+    """Ingredient pairs already covered by a contraindicated or major rule."""
+    return {
+        frozenset((x, y))
+        for r in rules
+        if r["severity"] in ("contraindicated", "major")
+        for x in r["a"]["ingredients"]
+        for y in r["b"]["ingredients"]
+    }
+
+
+def drop_covered(rule: dict, covered: set[frozenset[str]], report: dict) -> None:
+    """No duplicate alert: drop an ingredient from a side of a moderate/minor rule when every pair it forms
+    with the other side is already covered by a contraindicated or major rule. A side is never emptied."""
+    for side, other in (("a", "b"), ("b", "a")):
+        others = rule[other]["ingredients"]
+        keep = [
+            x for x in rule[side]["ingredients"]
+            if not all(frozenset((x, y)) in covered for y in others if y != x)
+        ]
+        if keep and len(keep) < len(rule[side]["ingredients"]):
+            gone = sorted(set(rule[side]["ingredients"]) - set(keep))
+            report["dropped"][rule["id"]] = report["dropped"].get(rule["id"], []) + gone
+            rule[side]["ingredients"] = keep
+
+
 def read_onc(path: Path) -> dict[str, dict[str, list[str]]]:
     """Parse revised table 2: a group starts at a row with '#'; drug columns continue on later rows."""
     groups: dict[str, dict[str, list[str]]] = {}
@@ -257,10 +285,21 @@ def main(argv: list[str] | None = None) -> int:
     specs = json.loads((args.curated / "ansm_rules_es.json").read_text(encoding="utf-8"))
     onc_specs = json.loads((args.curated / "onc_rules_es.json").read_text(encoding="utf-8"))
     groups = read_onc(args.onc)
-    report: dict = {"onc_unmapped": {}}
+    report: dict = {"onc_unmapped": {}, "dropped": {}}
 
     rules = [ansm_rule(s, ansm) for s in specs]
-    rules += [onc_rule(s, groups, onc_map, ansm, report) for s in onc_specs]
+    # Second pass: ANSM "Précaution d'emploi" / "A prendre en compte" entries (ids ansm-m-NNN).
+    extra = args.curated / "ansm_rules_moderate_minor_es.json"
+    onc_rules = [onc_rule(s, groups, onc_map, ansm, report) for s in onc_specs]
+    if extra.exists():
+        covered = higher_pairs(rules + onc_rules)
+        for spec in json.loads(extra.read_text(encoding="utf-8")):
+            rule = ansm_rule(spec, ansm)
+            if rule["severity"] not in ("moderate", "minor"):
+                raise SystemExit(f"{spec['id']}: highest ANSM level is {rule['original']['severity']}, not PE/APEC")
+            drop_covered(rule, covered, report)
+            rules.append(rule)
+    rules += onc_rules
 
     ids = [r["id"] for r in rules]
     dup = {i for i in ids if ids.count(i) > 1}
@@ -294,6 +333,7 @@ def main(argv: list[str] | None = None) -> int:
     ingredients = {i for r in rules for side in ("a", "b") for i in r[side]["ingredients"]}
     print(f"rules={len(rules)} by_severity={dict(sorted(sev.items()))} ingredients={len(ingredients)}")
     print(f"onc_unmapped={report['onc_unmapped']}")
+    print(f"moderate/minor ingredients dropped as already covered at a higher level={report['dropped']}")
     print(f"ansm_substances_without_who_mapping_in_used_classes={len(ansm.unmapped)}: {sorted(ansm.unmapped)}")
     return 0
 
