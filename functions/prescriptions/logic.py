@@ -49,6 +49,12 @@ INN_SYSTEM = "https://expediente.mx/fhir/CodeSystem/dci"
 ALERT_ACTION_SYSTEM = "https://expediente.mx/fhir/CodeSystem/accion-alerta"
 STATUS_REASON_SYSTEM = "https://expediente.mx/fhir/CodeSystem/motivo-estado-receta"
 CURRENT = frozenset({"draft", "active"})
+# What the checks compare against: drafts written in the last day (an abandoned draft stops alerting), and
+# signed prescriptions, active or already dispensed (completed), while their treatment lasts (with a day of
+# grace). Stopped and cancelled ones are not taken.
+CHECKED = frozenset({"draft", "active", "completed"})
+DRAFT_WINDOW = timedelta(days=1)
+TREATMENT_GRACE = timedelta(days=1)
 # A transaction holds at most 100 elements: the prescription, its Provenance and audit leave room for this
 # many alerts (each a version, its index item and sometimes the removal of a stale one).
 MAX_STORED_ALERTS = 20
@@ -126,14 +132,27 @@ def _medicine(ref: str | None, item: Item, dosage: dosing.Dosage) -> Medicine:
     return Medicine(ref, item, dosage.daily, f"{item.generic_name} ({item.form} {item.strength_text})")
 
 
-def medicine_of(stored: Stored, formulary: Formulary) -> Medicine | None:
-    """A stored prescription as a participant in checks (None if its item is no longer in the formulary)."""
+def medicine_of(stored: Stored, formulary: Formulary, *, at: datetime | None = None) -> Medicine | None:
+    """A stored prescription as a participant in checks, or None: its item is no longer in the formulary, or
+    (with ``at``) it is not current then: a draft older than a day, a treatment that has ended."""
     try:
         item = item_of(stored.resource, formulary, include_hidden=True)
         dosage = dosing.parse(stored.resource, item)
     except (Invalid, Unprocessable):
         return None
+    if at is not None and not _current_at(stored.resource, dosage, at):
+        return None
     return _medicine(f"{MR}/{stored.resource['id']}", item, dosage)
+
+
+def _current_at(resource: Mapping[str, Any], dosage: dosing.Dosage, at: datetime) -> bool:
+    status = resource.get("status")
+    authored = datetime.fromisoformat(str(resource.get("authoredOn")).replace("Z", "+00:00"))
+    if status == "draft":
+        return at - authored <= DRAFT_WINDOW
+    if status in ("active", "completed"):
+        return at <= authored + timedelta(days=dosage.duration_days) + TREATMENT_GRACE
+    return False
 
 
 def index_entry(resource: Mapping[str, Any]) -> Entry:
@@ -143,7 +162,7 @@ def index_entry(resource: Mapping[str, Any]) -> Entry:
         sort=str(resource.get("authoredOn") or ""),
         facets={"patient": (patient,), "encounter": (_ref_id(resource.get("encounter"), "Encounter"),),
                 "requester": (_ref_id(resource.get("requester"), "Practitioner"),),
-                "current": (patient,) if status in CURRENT else ()},
+                "current": (patient,) if status in CHECKED else ()},
         attrs={"status": status, "patient": patient,
                "code": _ref_id(resource.get("medicationReference"), "Medication")},
     )
@@ -163,9 +182,20 @@ def _all(repo: ClinicalRepository, ctx: RequestContext, resource_type: str, face
             return found
 
 
-def current_prescriptions(ctx: RequestContext, repo: ClinicalRepository, patient: str) -> list[Stored]:
-    """The patient's draft and active prescriptions (one index partition, current versions)."""
-    return [s for s in _all(repo, ctx, MR, "current", patient) if s.resource.get("status") in CURRENT]
+def current_prescriptions(ctx: RequestContext, repo: ClinicalRepository, patient: str, *,
+                          at: datetime) -> list[Stored]:
+    """The patient's prescriptions that may be current at ``at``: drafts, active and completed ones written
+    within the longest treatment allowed (one bounded index range, current versions)."""
+    since = (at - timedelta(days=dosing.MAX_DURATION_DAYS) - TREATMENT_GRACE).astimezone(UTC)
+    found: list[Stored] = []
+    token: str | None = None
+    while True:
+        page, meta = repo.search(ctx, MR, "current", patient, limit=100, token=token, fingerprint=patient,
+                                 low=since.isoformat(timespec="milliseconds").replace("+00:00", "Z"))
+        found += [s for s in page if s.resource.get("status") in CHECKED]
+        token = meta.next_token
+        if token is None:
+            return found
 
 
 def allergy_of(stored: Stored, formulary: Formulary) -> Allergy | None:
@@ -209,8 +239,9 @@ def run_checks(ctx: RequestContext, repo: ClinicalRepository, formulary: Formula
                others: Sequence[Medicine] = ()) -> list[Alert]:
     """The alerts for ``proposed`` against the patient's current prescriptions (but ``exclude``),
     ``others`` proposed with it, and the patient's allergies."""
-    current = [m for s in current_prescriptions(ctx, repo, patient) if s.resource["id"] != exclude
-               for m in [medicine_of(s, formulary)] if m is not None]
+    at = datetime.now(UTC)
+    current = [m for s in current_prescriptions(ctx, repo, patient, at=at) if s.resource["id"] != exclude
+               for m in [medicine_of(s, formulary, at=at)] if m is not None]
     return checks.check(proposed, [*current, *others], patient_allergies(ctx, repo, patient, formulary),
                         kb=knowledge_base(), atc_of=atc_by_inn())
 

@@ -94,3 +94,27 @@ def test_alerts_and_dispensations_are_listed(chain: Chain, physician: Staff, pat
     active = rx(physician, "GET", "/fhir/MedicationRequest", query={"patient": patient_id, "status": "draft"})
     assert [e["resource"]["medicationReference"]["reference"] for e in active.body["entry"]] == [
         f"Medication/{SIMVASTATIN}"]
+
+
+def test_a_dispensed_prescription_still_interacts_and_a_stopped_one_does_not(
+        chain: Chain, physician: Staff, patient_id: str) -> None:
+    simvastatin = created(physician, prescription(patient_id, SIMVASTATIN, every_hours=24, days=30, packages=1))
+    signed = sign(physician, simvastatin)
+    pharmacist = chain.staff("pharmacist")
+    assert rx(pharmacist, "POST", "/fhir/MedicationDispense", {
+        "resourceType": "MedicationDispense",
+        "authorizingPrescription": [{"reference": f"MedicationRequest/{simvastatin['id']}"}]}).status == 201
+    assert rx(physician, "GET", f"/fhir/MedicationRequest/{simvastatin['id']}").body["status"] == "completed"
+    check = rx(physician, "POST", "/fhir/MedicationRequest/$check", prescription(patient_id, CLARITHROMYCIN))
+    assert check.body["total"] >= 1  # the patient is still taking the dispensed simvastatin
+    other = created(physician, prescription(patient_id, SIMVASTATIN, every_hours=24, days=30))
+    version = sign(physician, other).body["meta"]["versionId"]
+    stop = {"resourceType": "Parameters", "parameter": [{"name": "status", "valueCode": "stopped"},
+                                                        {"name": "reason", "valueString": "Mialgias"}]}
+    assert rx(physician, "POST", f"/fhir/MedicationRequest/{other['id']}/$status", stop,
+              headers={"If-Match": f'W/"{version}"'}).status == 200
+    implicated = {e["resource"]["implicated"][0]["reference"] for e in rx(
+        physician, "POST", "/fhir/MedicationRequest/$check", prescription(patient_id, CLARITHROMYCIN)).body["entry"]
+        if e["resource"].get("implicated")}
+    assert implicated == {f"MedicationRequest/{simvastatin['id']}"}
+    assert signed.status == 200
