@@ -138,3 +138,38 @@ def test_sale_group_overrides_are_audited_as_local_items_and_need_a_source(chain
     body["ingredient"] = current["ingredient"]
     reply = rx(pharmacist, "PUT", f"/fhir/Medication/{CLONAZEPAM}", body)
     assert reply.status == 400  # the key must stay the catalogue item's
+
+
+def test_two_pharmacies_cannot_both_take_the_same_dispensation(chain: Chain, physician: Staff, patient_id: str,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """The second pharmacy read the prescription before the first one dispensed: its write is refused (409)
+    and nothing of it is stored, for an intermediate and for the last dispensation."""
+    from expediente.context import service_context
+    from functions.prescriptions import handler
+    from functions.prescriptions.repository import repository
+
+    body = prescription(patient_id, packages=1)
+    body["dispenseRequest"]["numberOfRepeatsAllowed"] = 1
+    draft = created(physician, body)
+    assert sign(physician, draft).status == 200
+    pharmacist = chain.staff("pharmacist")
+    real = repository()
+    ctx = service_context(chain.tenant.id, "test")
+    for remaining in ("1", "0"):
+        stale = real.get(ctx, "MedicationRequest", draft["id"])
+        assert dispense(pharmacist, draft["id"]).headers["X-Dispensations-Remaining"] == remaining
+
+        class StaleReads:
+            def __getattr__(self, name: str) -> Any:
+                return getattr(real, name)
+
+            def get(self, ctx: Any, resource_type: str, resource_id: str) -> Any:
+                return stale if resource_type == "MedicationRequest" else real.get(ctx, resource_type, resource_id)
+
+        monkeypatch.setattr(handler, "repository", lambda: StaleReads())
+        raced = dispense(pharmacist, draft["id"])
+        assert raced.status == 409, raced.body
+        monkeypatch.setattr(handler, "repository", repository)
+    listed = rx(pharmacist, "GET", "/fhir/MedicationDispense", query={"prescription": draft["id"]})
+    assert listed.body["total"] == 2
+    assert rx(physician, "GET", f"/fhir/MedicationRequest/{draft['id']}").body["status"] == "completed"
