@@ -160,13 +160,19 @@ def test_two_pharmacies_cannot_both_take_the_same_dispensation(chain: Chain, phy
         assert dispense(pharmacist, draft["id"]).headers["X-Dispensations-Remaining"] == remaining
 
         class StaleReads:
+            def __init__(self, snapshot: Any) -> None:
+                self.snapshot = snapshot
+
             def __getattr__(self, name: str) -> Any:
                 return getattr(real, name)
 
             def get(self, ctx: Any, resource_type: str, resource_id: str) -> Any:
-                return stale if resource_type == "MedicationRequest" else real.get(ctx, resource_type, resource_id)
+                if resource_type == "MedicationRequest":
+                    return self.snapshot
+                return real.get(ctx, resource_type, resource_id)
 
-        monkeypatch.setattr(handler, "repository", lambda: StaleReads())
+        reads = StaleReads(stale)
+        monkeypatch.setattr(handler, "repository", lambda reads=reads: reads)
         raced = dispense(pharmacist, draft["id"])
         assert raced.status == 409, raced.body
         monkeypatch.setattr(handler, "repository", repository)
