@@ -23,8 +23,10 @@ from typing import Any
 KNOWLEDGE = Path(__file__).parent / "knowledge"
 SEVERITIES = ("contraindicated", "major", "moderate", "minor")
 # The WHO index names some substances only inside a combination; the formulary lists the combination's
-# ingredients one by one (lopinavir/ritonavir is ``lopinavir`` and ``ritonavir``).
-ALIASES = {"lopinavir and ritonavir": "lopinavir", "valsartan and sacubitril": "sacubitril"}
+# ingredients one by one (lopinavir/ritonavir is ``lopinavir`` and ``ritonavir``; imipenem/cilastatin is
+# ``imipenem`` and ``cilastatin``).
+ALIASES = {"lopinavir and ritonavir": "lopinavir", "valsartan and sacubitril": "sacubitril",
+           "imipenem and cilastatin": "imipenem"}
 BLOCKING = frozenset({"contraindicated", "major"})
 
 

