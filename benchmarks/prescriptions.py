@@ -5,7 +5,9 @@
    process: CPU time per check (``time.thread_time_ns``), p50 and p99 over many checks. Then the same
    with the formulary and the knowledge base grown 100-fold (synthetic items and rules on synthetic
    ingredients, indexed as the shipped ones are): the ratio of the two p99s shows whether the cost
-   grows with their size.
+   grows with their size (the p50 ratio; p99 is the tail of a 0.2 ms operation, timer and scheduler noise).
+   Both knowledge bases are frozen out of the garbage collector's scans after loading (``gc.freeze``),
+   as they are loaded once at a function's init.
 2. The receta PDF of a signed prescription (one medicine, and five medicines), rendered in process:
    p50 and p99 wall time after the first render (which imports fpdf2 and segno).
 """
@@ -84,8 +86,12 @@ def _grown_atc(factor: int) -> dict[str, str]:
 
 def _time_checks(proposed: Any, current: list[Any], allergies: list[Any], kb: Any, atc: dict[str, str],
                  rounds: int) -> tuple[list[float], int]:
+    import gc
+
     from functions.prescriptions import checks
 
+    gc.collect()
+    gc.freeze()
     alerts = checks.check(proposed, current, allergies, kb=kb, atc_of=atc)
     samples = []
     for _ in range(rounds):
@@ -104,8 +110,9 @@ def check_cost(rounds: int = 3000, factor: int = 100) -> str:
     big_kb = _grown(factor)
     big, big_alerts = _time_checks(proposed, current, allergies, big_kb, _grown_atc(factor), rounds)
     p99, big_p99 = _percentile(shipped, 0.99), _percentile(big, 0.99)
-    ratio = big_p99 / p99 if p99 else float("nan")
-    met = "met" if p99 <= 2.0 and ratio < 1.5 else "NOT met"
+    p50, big_p50 = statistics.median(shipped), statistics.median(big)
+    ratio = big_p50 / p50 if p50 else float("nan")
+    met = "met" if max(p99, big_p99) <= 2.0 and ratio < 1.25 else "NOT met"
     return "\n".join([
         "### prescriptions.checks",
         "",
@@ -119,8 +126,9 @@ def check_cost(rounds: int = 3000, factor: int = 100) -> str:
         f"| grown {factor}× (synthetic) | {len(big_kb.rules)} | {len(big_kb.by_ingredient)} | "
         f"{statistics.median(big):.3f} ms | {big_p99:.3f} ms |",
         "",
-        f"p99 ratio grown/shipped: {ratio:.2f} (same alerts: {big_alerts == alerts}); formulary items: "
-        f"{len(formulary.catalogue())}. Targets: p99 ≤ 2 ms of CPU and no growth with size — **{met}**.",
+        f"p50 ratio grown/shipped: **{ratio:.2f}** (p99 ratio {big_p99 / p99:.2f}; same alerts: "
+        f"{big_alerts == alerts}); formulary items: {len(formulary.catalogue())}. Targets: p99 ≤ 2 ms of CPU "
+        f"and no growth with size (p50 ratio < 1.25) — **{met}**.",
     ])
 
 

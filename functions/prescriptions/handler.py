@@ -311,7 +311,7 @@ def sign_prescription(resource_id: str) -> Response[str]:
         prepared = signature.prepare(ctx, prescription_id, if_match=if_match, repo=repository(),
                                      formulary=formulary(ctx), key=key, reasons=reasons, general_reason=general)
         if isinstance(prepared, logic.Outcome):
-            return _blocked(prepared)
+            raise BlockingAlerts(prepared.alerts)
         logic.record_read(ctx, MR, prescription_id, records.subject_of(prepared.document) or "", "$sign prepare")
         return fhir_response(signature.prepared_parameters(prepared))
     device_jws = (values.get("signature") or {}).get("valueString")
@@ -321,7 +321,7 @@ def sign_prescription(resource_id: str) -> Response[str]:
                                 key=key, kms_sign=_kms_signer().sign_jws, reasons=reasons, general_reason=general,
                                 new_id=new_id, device_jws=device_jws)
         if isinstance(result, logic.Outcome):
-            return _blocked(result)
+            raise BlockingAlerts(result.alerts)
         patient = records.subject_of(result.resource) or ""
         _publish(lambda ev: ev.PrescriptionSigned(
             tenant_id=ctx.tenant, medication_request_id=prescription_id, patient_id=patient, version=result.version,
@@ -338,12 +338,19 @@ def sign_prescription(resource_id: str) -> Response[str]:
     return idempotent(app, ctx, run)
 
 
-def _blocked(outcome: logic.Outcome) -> Response[str]:
-    """409 listing the contraindicated or major alerts that still need the prescriber's reason."""
-    issues = [{"severity": "error", "code": "business-rule",
-               "diagnostics": f"{logic.severity_of(i)}: {i['detail']} — record an override reason to sign",
-               "expression": [f"{ISSUE}/{i['id']}"]} for i in outcome.alerts]
-    return Response(409, "application/fhir+json", json.dumps({"resourceType": "OperationOutcome", "issue": issues}))
+class BlockingAlerts(Conflict):
+    """409 listing the contraindicated or major alerts that still need the prescriber's reason (raised, so an
+    Idempotency-Key does not remember it: the retry with the reasons is a new request)."""
+
+    def __init__(self, alerts: list[dict[str, Any]]) -> None:
+        super().__init__(f"{len(alerts)} alert(s) need an override reason before signing")
+        self.alerts = alerts
+
+    def outcome(self) -> dict[str, Any]:
+        return {"resourceType": "OperationOutcome", "issue": [
+            {"severity": "error", "code": "business-rule",
+             "diagnostics": f"{logic.severity_of(i)}: {i['detail']} — record an override reason to sign",
+             "expression": [f"{ISSUE}/{i['id']}"]} for i in self.alerts]}
 
 
 def _kms_signer() -> Any:

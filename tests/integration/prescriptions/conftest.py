@@ -60,12 +60,13 @@ def created(staff: Staff, body: dict[str, Any]) -> dict[str, Any]:
     return dict(reply.body)
 
 
-def sign(staff: Staff, resource: dict[str, Any], *, reason: str | None = None) -> Reply:
+def sign(staff: Staff, resource: dict[str, Any], *, reason: str | None = None,
+         headers: dict[str, str] | None = None) -> Reply:
     params: dict[str, Any] = {"resourceType": "Parameters", "parameter": []}
     if reason:
         params["parameter"].append({"name": "overrideReason", "valueString": reason})
     return rx(staff, "POST", f"/fhir/MedicationRequest/{resource['id']}/$sign", params,
-              headers={"If-Match": f'W/"{resource["meta"]["versionId"]}"'})
+              headers={"If-Match": f'W/"{resource["meta"]["versionId"]}"', **(headers or {})})
 
 
 @pytest.fixture

@@ -169,3 +169,14 @@ def test_an_unsigned_prescription_is_not_dispensed(physician: Staff, pharmacist:
         "authorizingPrescription": [{"reference": f"MedicationRequest/{draft['id']}"}]})
     assert reply.status == 409
     assert "not signed" in reply.issue
+
+
+def test_a_blocked_signature_is_not_remembered_by_its_idempotency_key(physician: Staff, patient_id: str) -> None:
+    created(physician, prescription(patient_id, SIMVASTATIN, every_hours=24, days=30))
+    draft = created(physician, prescription(patient_id, CLARITHROMYCIN, every_hours=12, days=7))
+    key = {"Idempotency-Key": "sign-once-123"}
+    assert sign(physician, draft, headers=key).status == 409
+    signed = sign(physician, draft, reason="Riesgo aceptado y documentado", headers=key)
+    assert signed.status == 200, signed.body
+    replay = sign(physician, draft, reason="Riesgo aceptado y documentado", headers=key)
+    assert replay.status == 200 and replay.headers.get("Idempotent-Replayed") == "true"
