@@ -9,7 +9,7 @@ export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
 export PATH := $(CURDIR)/$(TOOLS)/bin:$(PATH)
 UV_VERSION := 0.13.9
 
-.PHONY: install run test test-fast lint typecheck synth bench clean
+.PHONY: install run demo test test-fast lint typecheck synth bench clean
 
 $(UV):
 	$(PYTHON) -m venv $(TOOLS)
@@ -23,6 +23,9 @@ install: $(VENV)/.synced  ## Python deps from the lock file (uv)
 
 run: install  ## the whole system locally: embedded AWS + API on http://127.0.0.1:3000
 	PYTHONPATH=layers/common:. $(PY) -m local
+
+demo: install  ## a scripted clinic day against the running local stack (start it with `make run` first)
+	PYTHONPATH=layers/common:. $(PY) -m local.demo
 
 lint: install
 	$(VENV)/bin/ruff check .
