@@ -131,6 +131,10 @@ def consume(event: dict[str, Any]) -> dict[str, Any]:
     logger.info("dicom batch", extra={"ingested": outcome.ingested, "duplicates": outcome.duplicates,
                                       "quarantined": outcome.quarantined, "skipped": outcome.skipped,
                                       "failed": len(failures), "bytes_read": outcome.bytes_read})
+    from expediente import metrics
+
+    metrics.count("DicomIngested", outcome.ingested)
+    metrics.count("DicomQuarantined", outcome.quarantined)
     return {"batchItemFailures": [{"itemIdentifier": message_id} for message_id in sorted(failures)]}
 
 

@@ -330,6 +330,11 @@ def sign_prescription(resource_id: str) -> Response[str]:
             overridden_alerts=result.overridden, request_id=ctx.request_id))
         logger.info("prescription signed", extra={"tenant": ctx.tenant, "medication_request_id": prescription_id,
                                                   "overrides": result.overridden})
+        from expediente import metrics
+
+        metrics.count("PrescriptionsSigned")
+        if result.overridden:
+            metrics.count("PrescriptionAlertsOverridden", result.overridden)
         response = _with_alerts(result.resource, result.version, result.alerts, created=False)
         response.headers["X-Provenance"] = f"Provenance/{result.provenance['id']}"
         response.headers["X-Receta-Verify"] = f"{base_url(app)}/receta/{result.token}"
@@ -510,6 +515,9 @@ def create_dispense() -> Response[str]:
             tenant_id=ctx.tenant, dispense_id=done.dispense["id"],
             medication_request_id=done.dispense["authorizingPrescription"][0]["reference"].split("/")[1],
             patient_id=records.subject_of(done.dispense) or "", remaining=done.remaining, request_id=ctx.request_id))
+        from expediente import metrics
+
+        metrics.count("MedicationsDispensed")
         response = routes.created(done.dispense, 1)
         response.headers["X-Dispensations-Remaining"] = str(done.remaining)
         return response

@@ -405,6 +405,9 @@ def escalate_all(now_clock: Any = None) -> int:
         count += len(published)
         if published:
             logger.info("critical results escalated", extra={"tenant": tenant, "count": len(published)})
+    from expediente import metrics
+
+    metrics.count("CriticalResultsEscalated", count)  # alarmed: critical results unacknowledged past their deadline
     return count
 
 

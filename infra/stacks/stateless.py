@@ -29,6 +29,7 @@ from constructs import Construct
 from infra import definitions
 from infra.build import BuildPaths
 from infra.constructs.function import RUNTIME, ExpedienteFunction
+from infra.constructs.monitoring import Monitoring
 from infra.constructs.waf import ApiFirewall
 from infra.nag import acknowledge
 from infra.naming import pascal
@@ -91,7 +92,10 @@ class StatelessStack(cdk.Stack):
             self, "Firewall", stage_arn=self.api.deployment_stage.stage_arn, logs_key=shared.logs_key,
             log_group_name=f"aws-waf-logs-{name_prefix}expediente-api",
         )
+        self.monitoring = Monitoring(self, "Monitoring", functions=self.functions, api=self.api, shared=shared)
         cdk.CfnOutput(self, "ApiUrl", value=self.api.url, description="Base URL of the REST API")
+        cdk.CfnOutput(self, "DashboardName", value=self.monitoring.dashboard.dashboard_name,
+                      description="CloudWatch dashboard of the API, the functions, the queues and the domain alarms")
 
     def _schedule(self, schedule: definitions.ScheduleDef) -> events.Rule:
         """``rate(n minutes)`` on the default bus, invoking the function's ``live`` alias.

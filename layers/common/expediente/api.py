@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from email.utils import format_datetime
@@ -57,7 +58,27 @@ def create_app() -> APIGatewayRestResolver:
         event = app.current_event
         return outcome_response(NotFound(f"No route for {event.http_method} {event.path}"))
 
+    app.use(middlewares=[_measured])
     return app
+
+
+def _measured(app: APIGatewayRestResolver, next_middleware: Any) -> Response[Any]:
+    """Requests, errors and latency per route template (``expediente.metrics``); never ids."""
+    from expediente import metrics
+
+    started = time.perf_counter()
+    status = 500
+    try:
+        response: Response[Any] = next_middleware(app)
+        status = response.status_code
+        return response
+    except DomainError as exc:
+        status = int(exc.status)
+        raise
+    finally:
+        route = app.context.get("_route")
+        action = f"{app.current_event.http_method} {getattr(route, 'path', '') or 'unrouted'}"
+        metrics.request(action, status, (time.perf_counter() - started) * 1000)
 
 
 def outcome_response(exc: DomainError) -> Response[str]:

@@ -180,3 +180,19 @@ def test_a_blocked_signature_is_not_remembered_by_its_idempotency_key(physician:
     assert signed.status == 200, signed.body
     replay = sign(physician, draft, reason="Riesgo aceptado y documentado", headers=key)
     assert replay.status == 200 and replay.headers.get("Idempotent-Replayed") == "true"
+
+
+def test_requests_signatures_and_overrides_are_measured_without_ids(physician: Staff, patient_id: str,
+                                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    created(physician, prescription(patient_id, SIMVASTATIN, every_hours=24, days=30))
+    draft = created(physician, prescription(patient_id, CLARITHROMYCIN, every_hours=12, days=7))
+    capsys.readouterr()
+    assert sign(physician, draft, reason="Riesgo aceptado y documentado").status == 200
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith('{"_aws"')]
+    by_action = {line["action"]: line for line in lines}
+    assert by_action["POST /fhir/MedicationRequest/<resource_id>/\\$sign"]["Requests"] == [1.0]
+    assert by_action["PrescriptionsSigned"]["PrescriptionsSigned"] == [1.0]
+    assert by_action["PrescriptionAlertsOverridden"]["PrescriptionAlertsOverridden"] == [2.0]
+    assert not [line for line in lines if draft["id"] in json.dumps(line) or patient_id in json.dumps(line)]
