@@ -214,9 +214,9 @@ FUNCTIONS: tuple[FunctionDef, ...] = (
             "/admin/users/{proxy+}",
             "/admin/critical-results",
         ),
-        public_routes=("/fhir/metadata",),
-        public_reason="FHIR clients read the CapabilityStatement before they authenticate; it returns no patient "
-                      "data.",
+        public_routes=("/fhir/metadata", "/openapi.json", "/docs"),
+        public_reason="clients read the CapabilityStatement and the OpenAPI description (and its page) before "
+                      "they authenticate; they describe the API and return no tenant or patient data.",
         writes=("admin", "audit", "idempotency"),
         reads=(),
         cognito_admin=True,

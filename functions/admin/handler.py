@@ -123,6 +123,24 @@ def metadata() -> Response[str]:
     return response
 
 
+@app.get("/openapi.json")
+def openapi_document() -> Response[str]:
+    """Public: the OpenAPI 3 description of every route (generated from the code)."""
+    from . import openapi_page
+
+    return Response(200, "application/json", json.dumps(openapi_page.document()),
+                    headers={"Cache-Control": "public, max-age=300"})
+
+
+@app.get("/docs")
+def openapi_page_html() -> Response[str]:
+    """Public: the API's routes as a page (from the OpenAPI description)."""
+    from . import openapi_page
+
+    return Response(200, "text/html; charset=utf-8", openapi_page.page(),
+                    headers={"Cache-Control": "public, max-age=300"})
+
+
 # ------------------------------------------------------------------ Organization / Practitioner ---
 
 

@@ -31,6 +31,16 @@ def test_metadata_needs_no_token(anonymous):
     assert reply.body["url"] == "https://api.example.test/prod/fhir/metadata"
 
 
+def test_the_openapi_description_and_its_page_need_no_token(anonymous):
+    described = anonymous.get("/openapi.json")
+    assert described.status == 200 and described.headers["Content-Type"] == "application/json"
+    assert described.body["openapi"] == "3.0.3"
+    assert "post" in described.body["paths"]["/fhir/MedicationRequest/{resource_id}/$sign"]
+    page = anonymous.get("/docs")
+    assert page.status == 200 and page.headers["Content-Type"].startswith("text/html")
+    assert "/fhir/MedicationRequest/{resource_id}/$sign" in page.body and "<script" not in page.body
+
+
 def test_everything_else_needs_a_token(anonymous):
     for method, path in (("GET", "/fhir/Organization"), ("GET", "/fhir/AuditEvent"), ("GET", "/admin/users"),
                          ("POST", "/fhir/Practitioner")):

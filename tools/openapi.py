@@ -1,0 +1,177 @@
+"""Generate the API's OpenAPI 3 description from the code: ``python -m tools.openapi [--check]``.
+
+The paths and methods are the routes each function's resolver registers (``functions/<id>/handler.py``),
+under the API Gateway resources ``infra/definitions.py`` gives that function; summaries come from the
+route functions' docstrings, search parameters and operations from the CapabilityStatement
+(``functions/admin/capability.py``). The result is written to ``functions/admin/openapi.json`` (the
+admin function serves it at ``GET /openapi.json`` and as a page at ``GET /docs``); ``--check`` exits 1
+when the file differs from what the code describes (``tests/unit/test_openapi.py`` runs it in CI).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+OUTPUT = ROOT / "functions" / "admin" / "openapi.json"
+_PARAM = re.compile(r"<(\w+)>")
+FHIR_JSON = "application/fhir+json"
+ER7 = "x-application/hl7-v2+er7"
+
+
+def _path(rule: str) -> str:
+    return _PARAM.sub(r"{\1}", rule.replace("\\$", "$"))
+
+
+def _summary(func: Any, method: str, path: str) -> tuple[str, str]:
+    doc = " ".join((func.__doc__ or "").split()) if func.__name__ != "<lambda>" else ""
+    first = doc.split(". ")[0].rstrip(".") if doc else ""
+    return (first[:120] or _generic(method, path)), doc
+
+
+def _generic(method: str, path: str) -> str:
+    """What a route without a docstring does, from the FHIR REST pattern it follows."""
+    resource = re.match(r"/fhir/(\w+)", path)
+    kind = resource[1] if resource else path
+    patterns = [(r"/_history/\{\w+\}$", "GET", f"Read one version of a {kind} (vread)"),
+                (r"/_history$", "GET", f"The versions of a {kind}, newest first (history)"),
+                (r"/fhir/\w+/\{\w+\}$", "GET", f"Read a {kind}"),
+                (r"/fhir/\w+/\{\w+\}$", "PUT", f"Update a {kind} (If-Match)"),
+                (r"/fhir/\w+/\{\w+\}$", "DELETE", f"Refused: {kind} resources are never deleted"),
+                (r"/fhir/\w+$", "GET", f"Search {kind}"),
+                (r"/fhir/\w+$", "POST", f"Create a {kind}")]
+    return next((text for pattern, verb, text in patterns if verb == method and re.search(pattern, path)),
+                f"{method} {path}")
+
+
+def _public(path: str) -> bool:
+    from infra import definitions
+
+    public = {_api_path(p) for fn in definitions.FUNCTIONS for p in fn.public_routes}
+    return path in public or any(re.fullmatch(re.sub(r"\{[^/]+\}", "[^/]+", p), path) for p in public)
+
+
+def _api_path(resource: str) -> str:
+    return resource.replace("{proxy+}", "{proxy}")
+
+
+def _capabilities() -> dict[str, Any]:
+    from functions.admin import capability
+
+    return {r.type: r for r in capability.RESOURCES}
+
+
+def _parameters(path: str, method: str, capabilities: dict[str, Any]) -> list[dict[str, Any]]:
+    params = [{"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+              for name in re.findall(r"\{(\w+)\}", path)]
+    match = re.fullmatch(r"/fhir/(\w+)", path)
+    if match and method == "get" and match[1] in capabilities:
+        params += [{"name": p.name, "in": "query", "required": False, "description": p.documentation,
+                    "schema": {"type": "integer" if p.type == "number" else "string"}}
+                   for p in capabilities[match[1]].search_params]
+    if method in ("put",) or path.endswith(("$sign", "$status")):
+        params.append({"name": "If-Match", "in": "header", "required": True, "schema": {"type": "string"},
+                       "description": 'The version replaced, as its ETag (W/"3"); 428 without it, 412 when stale'})
+    if method == "post":
+        params.append({"name": "Idempotency-Key", "in": "header", "required": False, "schema": {"type": "string"},
+                       "description": "A retry with the same key and body returns the first answer"})
+    return params
+
+
+def _operation(route: Any, function_id: str, capabilities: dict[str, Any]) -> tuple[str, str, dict[str, Any]]:
+    method = route.method.lower()
+    path = _path(route.path)
+    summary, description = _summary(route.func, route.method, path)
+    resource = re.match(r"/fhir/(\w+)", path)
+    operation: dict[str, Any] = {
+        "operationId": re.sub(r"[^A-Za-z0-9]+", "_", f"{method}{path}").strip("_"),
+        "summary": summary,
+        "tags": [resource[1] if resource else path.split("/")[1]],
+        "parameters": _parameters(path, method, capabilities),
+        "responses": {
+            "200" if not (method == "post" and re.fullmatch(r"/fhir/\w+", path)) else "201": {
+                "description": "Success",
+                "content": {FHIR_JSON: {"schema": {"$ref": "#/components/schemas/Resource"}}}},
+            "default": {"description": "An OperationOutcome with the HTTP status",
+                        "content": {FHIR_JSON: {"schema": {"$ref": "#/components/schemas/OperationOutcome"}}}},
+        },
+    }
+    if description and description != summary:
+        operation["description"] = description
+    if method in ("post", "put"):
+        content_type = ER7 if path.startswith("/hl7v2") else FHIR_JSON
+        schema = {"type": "string"} if content_type == ER7 else {"$ref": "#/components/schemas/Resource"}
+        operation["requestBody"] = {"required": False, "content": {content_type: {"schema": schema}}}
+    if _public(path):
+        operation["security"] = []
+    return path, method, operation
+
+
+def document() -> dict[str, Any]:
+    """The OpenAPI description of every route of every function (deterministic)."""
+    from functions.admin import capability
+    from infra import definitions
+
+    capabilities = _capabilities()
+    paths: dict[str, dict[str, Any]] = {}
+    for definition in definitions.FUNCTIONS:
+        handler = importlib.import_module(f"functions.{definition.id}.handler")
+        app = handler.app
+        for route in (*app._static_routes, *app._dynamic_routes):
+            path, method, operation = _operation(route, definition.id, capabilities)
+            paths.setdefault(path, {})[method] = operation
+    return {
+        "openapi": "3.0.3",
+        "info": {
+            "title": "Expediente API",
+            "version": capability.SOFTWARE_VERSION,
+            "description": "FHIR R4 (application/fhir+json) under /fhir, HL7 v2 under /hl7v2, DICOMweb under "
+                           "/dicomweb. Bearer: the Cognito ID token. Errors are FHIR OperationOutcome. The FHIR "
+                           "CapabilityStatement at /fhir/metadata details every resource, search parameter and "
+                           "operation.",
+        },
+        "servers": [{"url": "/"}],
+        "security": [{"cognitoIdToken": []}],
+        "paths": {path: dict(sorted(methods.items())) for path, methods in sorted(paths.items())},
+        "components": {
+            "securitySchemes": {"cognitoIdToken": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}},
+            "schemas": {
+                "Resource": {"type": "object", "required": ["resourceType"],
+                             "properties": {"resourceType": {"type": "string"}, "id": {"type": "string"}},
+                             "additionalProperties": True,
+                             "description": "A FHIR R4 resource (or Bundle, or Parameters)"},
+                "OperationOutcome": {"type": "object", "required": ["resourceType", "issue"],
+                                     "properties": {"resourceType": {"type": "string", "enum": ["OperationOutcome"]},
+                                                    "issue": {"type": "array", "items": {"type": "object"}}}},
+            },
+        },
+    }
+
+
+def rendered() -> str:
+    return json.dumps(document(), indent=1, ensure_ascii=False, sort_keys=False) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--check", action="store_true", help="exit 1 if the checked-in file is out of date")
+    options = parser.parse_args(argv)
+    text = rendered()
+    if options.check:
+        current = OUTPUT.read_text(encoding="utf-8") if OUTPUT.exists() else ""
+        if current != text:
+            sys.stderr.write(f"{OUTPUT.relative_to(ROOT)} is out of date: run python -m tools.openapi\n")
+            return 1
+        return 0
+    OUTPUT.write_text(text, encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
