@@ -1,11 +1,13 @@
-"""Verify an Expediente note's signature offline, with nothing but the note, its Provenance and a key.
+"""Verify an Expediente signature offline, with nothing but the document, its Provenance and a key.
 
     python docs/examples/verify_signature.py note.json provenance.json signer.pem
 
-``note.json`` is the signed ``Composition`` as the API returns it (read by a role that sees its
-narrative), ``provenance.json`` its ``Provenance`` (``GET /fhir/Provenance?target=Composition/<id>``,
-the entry's resource), ``signer.pem`` the author's public key or certificate
-(``GET /fhir/Practitioner/<id>/$public-key?_format=pem&kid=<kid>``). Needs ``cryptography`` and
+``note.json`` is the signed version of a document as the API returns it: a ``Composition`` (read by a
+role that sees its narrative) or a ``MedicationRequest`` (``…/_history/<n>`` of the version the
+Provenance names). ``provenance.json`` is its ``Provenance`` (for a note
+``GET /fhir/Provenance?target=Composition/<id>``, the entry's resource; for a prescription the
+``provenance`` part of ``GET /fhir/MedicationRequest/<id>/$verify-signature``), ``signer.pem`` the
+signer's public key or certificate (``GET /fhir/Practitioner/<id>/$public-key?_format=pem&kid=<kid>``). Needs ``cryptography`` and
 ``rfc8785`` (pip). Prints ``valid`` and exits 0, or prints why not and exits 1.
 
 What is signed: the RFC 8785 canonical JSON of the note without ``meta``, as the payload of a
@@ -38,8 +40,9 @@ def _unb64url(text: str) -> bytes:
 def verify(note: dict, provenance: dict, pem: bytes) -> str | None:
     """None when the signature is valid, else the reason."""
     target = provenance["target"][0]["reference"]
-    if not target.startswith(f"Composition/{note['id']}/_history/"):
-        return f"the Provenance signs {target}, not this note"
+    version = note.get("meta", {}).get("versionId")
+    if target != f"{note['resourceType']}/{note['id']}/_history/{version}":
+        return f"the Provenance signs {target}, not this version of the document"
     jws = base64.b64decode(provenance["signature"][0]["data"]).decode()
     header_b64, payload_b64, signature_b64 = jws.split(".")
     if payload_b64:
@@ -61,7 +64,7 @@ def verify(note: dict, provenance: dict, pem: bytes) -> str | None:
         else:
             return f"alg {header['alg']} does not fit the key"
     except InvalidSignature:
-        return "the signature does not match the note (altered, or another key)"
+        return "the signature does not match the document (altered, or another key)"
     return None
 
 
