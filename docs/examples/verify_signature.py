@@ -7,8 +7,8 @@ role that sees its narrative) or a ``MedicationRequest`` (``…/_history/<n>`` o
 Provenance names). ``provenance.json`` is its ``Provenance`` (for a note
 ``GET /fhir/Provenance?target=Composition/<id>``, the entry's resource; for a prescription the
 ``provenance`` part of ``GET /fhir/MedicationRequest/<id>/$verify-signature``), ``signer.pem`` the
-signer's public key or certificate (``GET /fhir/Practitioner/<id>/$public-key?_format=pem&kid=<kid>``). Needs ``cryptography`` and
-``rfc8785`` (pip). Prints ``valid`` and exits 0, or prints why not and exits 1.
+signer's public key or certificate (``GET /fhir/Practitioner/<id>/$public-key?_format=pem&kid=<kid>``).
+Needs ``cryptography`` and ``rfc8785`` (pip). Prints ``valid`` and exits 0, or prints why not and exits 1.
 
 What is signed: the RFC 8785 canonical JSON of the note without ``meta``, as the payload of a
 detached JWS (RFC 7515 appendix F) whose compact form is ``signature.data`` (base64) of the
