@@ -22,7 +22,7 @@ import json
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 from expediente import records, signing, signing_keys
@@ -38,10 +38,6 @@ from expediente.store import Stored
 
 from . import compositions
 from .note_types import VITAL_SIGNS, NoteType
-
-# A device signature must be submitted within this time of the signing time it declares.
-DEVICE_SIGNATURE_WINDOW = timedelta(minutes=15)
-CLOCK_SKEW = timedelta(minutes=2)
 
 
 def signed_content(resource: dict[str, Any]) -> dict[str, Any]:
@@ -143,20 +139,8 @@ def prepare(ctx: RequestContext, note_id: str, *, if_match: int, repo: ClinicalR
     signing_time = signing.format_signing_time(clock() if clock else datetime.now(UTC))
     document = _final(checked.current, checked.entries, signing_time=signing_time)
     header = signing.protected_header(alg=key.algorithms[0], kid=key.kid, signing_time=signing_time,
-                                      cert_sha256=_cert_sha256(key))
+                                      cert_sha256=signing_keys.certificate_sha256(key))
     return Prepared(document, header, signing.signing_input(header, signing.canonical(document)))
-
-
-def _cert_sha256(key: KeyRecord) -> str | None:
-    if key.kind != signing_keys.CERTIFICATE:
-        return None
-    der = _pem_der(key.certificate_pem)
-    return base64.urlsafe_b64encode(hashlib.sha256(der).digest()).decode().rstrip("=")
-
-
-def _pem_der(pem: str) -> bytes:
-    body = "".join(line for line in pem.strip().splitlines() if not line.startswith("-----"))
-    return base64.b64decode(body)
 
 
 KmsSign = Callable[[signing.KmsKey, dict[str, str], bytes], str]
@@ -185,19 +169,7 @@ def sign(ctx: RequestContext, note_id: str, *, if_match: int, repo: ClinicalRepo
         raise Invalid("This practitioner signs on their own device: call $sign with prepare=true, sign the "
                       "signing input with the certificate's private key, and send the JWS as signature",
                       expression="Parameters.signature")
-    header_in, _ = signing.parse_detached_jws(device_jws)
-    signing_time = str(header_in.get("sigT", ""))
-    try:
-        declared = signing.parse_signing_time(signing_time)
-    except Invalid as exc:
-        raise Invalid("The JWS header needs sigT, the signing time $sign prepare returned",
-                      expression="Parameters.signature") from exc
-    if not (moment - DEVICE_SIGNATURE_WINDOW <= declared <= moment + CLOCK_SKEW):
-        raise Unprocessable("The signature's signing time is too old or in the future; prepare again",
-                            expression="Parameters.signature")
-    if header_in.get("kid") != key.kid:
-        raise Unprocessable("The signature names another key than the practitioner's registered certificate",
-                            expression="Parameters.signature")
+    signing_time, declared = signing_keys.device_signing_time(device_jws, key, now=moment)
     document = _final(checked.current, checked.entries, signing_time=signing_time)
     payload = signing.canonical(document)
     result = signing.verify(device_jws, payload, certificate_pem=key.certificate_pem, at=declared)

@@ -23,7 +23,7 @@ from expediente import audit, records
 from expediente.audit import Action, AuditEntry
 from expediente.clinical import ClinicalRepository, SearchSpec, Write, check_version, now_instant, stamp
 from expediente.context import RequestContext, valid_resource_id
-from expediente.errors import Conflict, Forbidden, Invalid, NotFound, Unprocessable
+from expediente.errors import Conflict, Forbidden, Invalid, Unprocessable
 from expediente.index import Entry
 from expediente.permissions import Role
 from expediente.store import Stored
@@ -171,11 +171,13 @@ def index_entry(resource: Mapping[str, Any]) -> Entry:
 # ---------------------------------------------------------------- what the checks read ---
 
 
-def _all(repo: ClinicalRepository, ctx: RequestContext, resource_type: str, facet: str, value: str) -> list[Stored]:
+def _all(repo: ClinicalRepository, ctx: RequestContext, resource_type: str, facet: str, value: str, *,
+         low: str | None = None) -> list[Stored]:
+    """Every page of one index partition (from ``low`` on, when given)."""
     found: list[Stored] = []
     token: str | None = None
     while True:
-        page, meta = repo.search(ctx, resource_type, facet, value, limit=100, token=token, fingerprint=value)
+        page, meta = repo.search(ctx, resource_type, facet, value, limit=100, token=token, fingerprint=value, low=low)
         found += page
         token = meta.next_token
         if token is None:
@@ -186,16 +188,8 @@ def current_prescriptions(ctx: RequestContext, repo: ClinicalRepository, patient
                           at: datetime) -> list[Stored]:
     """The patient's prescriptions that may be current at ``at``: drafts, active and completed ones written
     within the longest treatment allowed (one bounded index range, current versions)."""
-    since = (at - timedelta(days=dosing.MAX_DURATION_DAYS) - TREATMENT_GRACE).astimezone(UTC)
-    found: list[Stored] = []
-    token: str | None = None
-    while True:
-        page, meta = repo.search(ctx, MR, "current", patient, limit=100, token=token, fingerprint=patient,
-                                 low=since.isoformat(timespec="milliseconds").replace("+00:00", "Z"))
-        found += [s for s in page if s.resource.get("status") in CHECKED]
-        token = meta.next_token
-        if token is None:
-            return found
+    since = now_instant(lambda: at - timedelta(days=dosing.MAX_DURATION_DAYS) - TREATMENT_GRACE)
+    return [s for s in _all(repo, ctx, MR, "current", patient, low=since) if s.resource.get("status") in CHECKED]
 
 
 def allergy_of(stored: Stored, formulary: Formulary) -> Allergy | None:
@@ -760,7 +754,3 @@ def signer_may_sign(ctx: RequestContext, item: Item) -> None:
 def record_read(ctx: RequestContext, resource_type: str, resource_id: str, patient: str, operation: str) -> None:
     audit.record(ctx, AuditEntry(resource_type, Action.OPERATION, resource_id, (patient,) if patient else (), 200,
                                  detail={"operation": operation}))
-
-
-def not_found(resource_type: str, resource_id: str) -> NotFound:
-    return NotFound(f"{resource_type}/{resource_id} not found")

@@ -18,6 +18,7 @@ from expediente.clinical import ClinicalRepository
 from expediente.context import RequestContext, service_context
 from expediente.errors import NotFound
 from expediente.identifiers import CEDULA_SYSTEM, FOLIO_SYSTEM
+from expediente.provenance import recorded_digest
 from expediente.store import Stored
 
 from . import controlled, dosing, logic, signature
@@ -99,8 +100,7 @@ def receta_of(ctx: RequestContext, current: Stored, view: Formulary, *, verify_b
     qualification = next((q.get("code", {}).get("text") for q in (practitioner or {}).get("qualification") or []
                           if q.get("code", {}).get("text")), None)
     provenance = repository().get(ctx, "Provenance", str(current.attrs.get("provenance", "")))
-    digest = (provenance and next((e.get("valueString") for e in provenance.resource.get("extension") or []
-                                   if str(e.get("url", "")).endswith("/sha256-documento")), None)) or ""
+    digest = (recorded_digest(provenance.resource) if provenance else None) or ""
     signed_at = _instant(str(provenance.resource["signature"][0]["when"])) if provenance else _instant(
         resource["meta"]["lastUpdated"])
     item = logic.item_of(document, view, include_hidden=True)

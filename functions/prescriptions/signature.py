@@ -35,9 +35,6 @@ from .logic import ISSUE, MR, Outcome
 from .repository import token_item
 
 KmsSign = Callable[[signing.KmsKey, dict[str, str], bytes], str]
-# A device signature must be submitted within this time of the signing time it declares (as for notes).
-DEVICE_SIGNATURE_WINDOW = timedelta(minutes=15)
-CLOCK_SKEW = timedelta(minutes=2)
 BLOCKING = ("contraindicated", "major")
 
 
@@ -150,13 +147,6 @@ def _document(plan: _Plan, signed_at: datetime) -> dict[str, Any]:
     return document
 
 
-def _cert_sha256(key: KeyRecord) -> str | None:
-    if key.kind != signing_keys.CERTIFICATE:
-        return None
-    body = "".join(line for line in key.certificate_pem.strip().splitlines() if not line.startswith("-----"))
-    return base64.urlsafe_b64encode(hashlib.sha256(base64.b64decode(body)).digest()).decode().rstrip("=")
-
-
 def prepare(ctx: RequestContext, prescription_id: str, *, if_match: int, repo: ClinicalRepository,
             formulary: Formulary, key: KeyRecord, reasons: Mapping[str, str], general_reason: str | None,
             clock: Callable[[], datetime] | None = None) -> Prepared | Outcome:
@@ -170,7 +160,7 @@ def prepare(ctx: RequestContext, prescription_id: str, *, if_match: int, repo: C
     signing_time = signing.format_signing_time(moment)
     document = _document(plan, signing.parse_signing_time(signing_time))
     header = signing.protected_header(alg=key.algorithms[0], kid=key.kid, signing_time=signing_time,
-                                      cert_sha256=_cert_sha256(key))
+                                      cert_sha256=signing_keys.certificate_sha256(key))
     return Prepared(document, header, signing.signing_input(header, signing.canonical(document)))
 
 
@@ -210,33 +200,22 @@ def sign(ctx: RequestContext, prescription_id: str, *, if_match: int, repo: Clin
     if isinstance(plan, Outcome):
         return plan
     if device_jws is None:
-        header = signing.protected_header(alg=signing.ES256, kid=key.kid,
-                                          signing_time=signing.format_signing_time(moment))
-        document = _document(plan, signing.parse_signing_time(header["sigT"]))
+        signing_time = signing.format_signing_time(moment)
+        header = signing.protected_header(alg=signing.ES256, kid=key.kid, signing_time=signing_time)
+        document = _document(plan, signing.parse_signing_time(signing_time))
         payload = signing.canonical(document)
         jws = kms_sign(signing.KmsKey(key_id=key.key_id, kid=key.kid, public_key_pem=key.public_key_pem), header,
                        payload)
     else:
-        header_in, _ = signing.parse_detached_jws(device_jws)
-        try:
-            declared = signing.parse_signing_time(str(header_in.get("sigT", "")))
-        except Invalid as exc:
-            raise Invalid("The JWS header needs sigT, the signing time $sign prepare returned",
-                          expression="Parameters.signature") from exc
-        if not (moment - DEVICE_SIGNATURE_WINDOW <= declared <= moment + CLOCK_SKEW):
-            raise Unprocessable("The signature's signing time is too old or in the future; prepare again",
-                                expression="Parameters.signature")
-        if header_in.get("kid") != key.kid:
-            raise Unprocessable("The signature names another key than the practitioner's registered certificate",
-                                expression="Parameters.signature")
+        signing_time, declared = signing_keys.device_signing_time(device_jws, key, now=moment)
         document = _document(plan, declared)
         payload = signing.canonical(document)
         result = signing.verify(device_jws, payload, certificate_pem=key.certificate_pem, at=declared)
         if not result.valid:
             raise Unprocessable(f"The signature does not verify: {result.reason}. If the prescription or its alerts "
                                 "changed since prepare, prepare again", expression="Parameters.signature")
-        header, jws = {k: str(v) for k, v in header_in.items()}, device_jws
-    return _store(ctx, plan, document, key=key, jws=jws, when=header["sigT"], payload=payload, repo=repo, now=now,
+        jws = device_jws
+    return _store(ctx, plan, document, key=key, jws=jws, when=signing_time, payload=payload, repo=repo, now=now,
                   provenance_id=new_id(), receta_token=token())
 
 

@@ -11,7 +11,10 @@ practitioner registers a certificate); the signing functions read them.
 
 from __future__ import annotations
 
+import base64
+import hashlib
 from dataclasses import asdict, dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
 from expediente import aws
@@ -21,6 +24,9 @@ from expediente.store import get_item, partition
 
 ACTIVE = "SIGNKEY"
 KMS, CERTIFICATE = "kms", "certificate"
+# A device signature must be submitted within this time of the signing time it declares.
+DEVICE_SIGNATURE_WINDOW = timedelta(minutes=15)
+CLOCK_SKEW = timedelta(minutes=2)
 
 
 @dataclass(frozen=True)
@@ -78,3 +84,38 @@ def put_ops(tenant: TenantId, record: KeyRecord, *, table: str | None = None) ->
                  "ConditionExpression": "attribute_not_exists(pk)"}},
         {"Put": {"TableName": name, "Item": aws.to_item({**_key(tenant, record.practitioner_id, ACTIVE), **values})}},
     ]
+
+
+def certificate_sha256(key: KeyRecord) -> str | None:
+    """The registered certificate's ``x5t#S256`` (base64url SHA-256 of its DER), or None for a KMS key."""
+    if key.kind != CERTIFICATE:
+        return None
+    body = "".join(line for line in key.certificate_pem.strip().splitlines() if not line.startswith("-----"))
+    return base64.urlsafe_b64encode(hashlib.sha256(base64.b64decode(body)).digest()).decode().rstrip("=")
+
+
+def device_signing_time(device_jws: str, key: KeyRecord, *, now: datetime) -> tuple[str, datetime]:
+    """The signing time (``sigT`` as sent, and parsed) a device's detached JWS declares, checked: present,
+    within :data:`DEVICE_SIGNATURE_WINDOW` before ``now`` (and :data:`CLOCK_SKEW` after), by ``key``.
+
+    Raises :class:`~expediente.errors.Invalid` (no or bad ``sigT``, malformed JWS) or
+    :class:`~expediente.errors.Unprocessable` (too old, in the future, another key), naming
+    ``Parameters.signature``.
+    """
+    from expediente import signing
+    from expediente.errors import Invalid, Unprocessable
+
+    header, _ = signing.parse_detached_jws(device_jws)
+    signing_time = str(header.get("sigT", ""))
+    try:
+        declared = signing.parse_signing_time(signing_time)
+    except Invalid as exc:
+        raise Invalid("The JWS header needs sigT, the signing time $sign prepare returned",
+                      expression="Parameters.signature") from exc
+    if not (now - DEVICE_SIGNATURE_WINDOW <= declared <= now + CLOCK_SKEW):
+        raise Unprocessable("The signature's signing time is too old or in the future; prepare again",
+                            expression="Parameters.signature")
+    if header.get("kid") != key.kid:
+        raise Unprocessable("The signature names another key than the practitioner's registered certificate",
+                            expression="Parameters.signature")
+    return signing_time, declared
