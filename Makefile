@@ -34,7 +34,9 @@ typecheck: install
 	$(VENV)/bin/mypy layers/common functions
 
 test: install lint typecheck  ## every test: unit, integration, infra (synth + cdk-nag + cfn-lint), e2e
-	$(PY) -m pytest -n 2 --dist loadfile -q -m "not e2e"
+	# Every integration test also runs with tenant-scoped credentials, each AWS call judged against the
+	# tenant data role's IAM conditions (tests/integration/security/scoped_suite.py, decision 0023).
+	$(PY) -m pytest -n 2 --dist loadfile -q -m "not e2e" -p tests.integration.security.scoped_suite
 	# The local stack shares moto's process-wide state, so e2e runs in a process of its own.
 	$(PY) -m pytest -q -m e2e
 

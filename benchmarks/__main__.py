@@ -15,6 +15,8 @@
     end to end against the ratio to header parsing alone.
 11. Prescriptions: CPU per medication check (20 current prescriptions, whole knowledge base) and its growth
     with a 100-fold knowledge base; receta PDF rendering p50.
+12. Load on the local stack: several threads and tenants, mixed reads and writes; requests/s, errors
+    (throttling only), p50/p99, and every 201 read back afterwards (no lost write).
 
 Figures are printed and written to ``benchmarks/README.md`` (between markers).
 """
@@ -28,7 +30,7 @@ import sys
 import time
 from pathlib import Path
 
-from benchmarks import calls, cold, imaging, local_http, notes, orders, prescriptions, results, search_scale
+from benchmarks import calls, cold, imaging, load, local_http, notes, orders, prescriptions, results, search_scale
 
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "benchmarks" / "README.md"
@@ -56,6 +58,7 @@ def main() -> int:
     sections.append(imaging.throughput(instances=60 if args.quick else 300))
     sections.append(prescriptions.check_cost(rounds=500 if args.quick else 5000))
     sections.append(prescriptions.receta_rendering(renders=30 if args.quick else 300))
+    sections.append(load.run(threads=4 if args.quick else 8, seconds=10 if args.quick else 45))
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT,
                             check=False).stdout.strip()
     header = (f"Measured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} on commit `{commit or 'uncommitted'}`, "

@@ -37,9 +37,13 @@ class TableDef:
 
 @dataclass(frozen=True)
 class BucketDef:
+    """An S3 bucket (KMS, versioned, TLS only). ``object_lock_years`` > 0: Object Lock in COMPLIANCE mode
+    with that default retention, so no one, root included, can delete or overwrite an object version."""
+
     id: str
     env: str
     purpose: str
+    object_lock_years: int = 0
 
 
 @dataclass(frozen=True)
@@ -142,11 +146,17 @@ TABLES: tuple[TableDef, ...] = (
         indexes=(
             IndexDef(name="by_patient", pk="gsi1pk", sk="gsi1sk"),
             IndexDef(name="by_agent", pk="gsi2pk", sk="gsi2sk"),
+            # Each writer's hash chain by seq (decision 0022): $verify finds a record's predecessor.
+            IndexDef(name="by_chain", pk="gsi3pk", sk="gsi3sk"),
         ),
     ),
     # Powertools idempotency layout: partition key "id", TTL "expiration".
     TableDef(id="idempotency", env="TABLE_IDEMPOTENCY", pk="id", sk=None, ttl_attribute="expiration",
              clinical=False),
+    # Transactional outbox (decision 0028): each domain event is written in the same TransactWriteItems as
+    # the change it describes (pk <tenant>#OUTBOX, sk <time>#<uuid>) and deleted once it is on the bus; the
+    # outbox_relay schedule publishes what a failed PutEvents left behind. The TTL is a backstop only.
+    TableDef(id="outbox", env="TABLE_OUTBOX", ttl_attribute="expires_at", clinical=False),
 )
 
 BUCKETS: tuple[BucketDef, ...] = (
@@ -155,6 +165,9 @@ BUCKETS: tuple[BucketDef, ...] = (
     BucketDef(id="imaging", env="BUCKET_IMAGING", purpose="imaging archive (tenant/study/series/instance)"),
     BucketDef(id="quarantine", env="BUCKET_QUARANTINE", purpose="rejected uploads with a reason"),
     BucketDef(id="audit_archive", env="BUCKET_AUDIT_ARCHIVE", purpose="audit and CloudTrail archive"),
+    # ASTM E2147: the signed digests of the audit chains are kept unalterable for at least ten years.
+    BucketDef(id="audit_digests", env="BUCKET_AUDIT_DIGESTS", purpose="signed digests of the audit trail's hash "
+              "chains (Object Lock, compliance mode)", object_lock_years=10),
 )
 
 QUEUES: tuple[QueueDef, ...] = (
@@ -190,16 +203,23 @@ RULES: tuple[RuleDef, ...] = (
 SCHEDULES: tuple[ScheduleDef, ...] = (
     ScheduleDef(id="critical_escalation", function="results", minutes=1,
                 purpose="escalate critical results not acknowledged within the tenant's deadline"),
+    ScheduleDef(id="audit_digest", function="admin", minutes=60,
+                purpose="sign a digest of each tenant's audit hash chains into the Object Lock bucket"),
+    ScheduleDef(id="outbox_relay", function="orders", minutes=1,
+                purpose="publish the domain events whose PutEvents failed after their commit (transactional outbox)"),
 )
 
 FUNCTIONS: tuple[FunctionDef, ...] = (
     FunctionDef(
         id="patients",
-        description="FHIR Patient: NOM-024 identification, search, history, merge",
+        description="FHIR Patient: NOM-024 identification, search, history, merge, $everything export, ARCO",
         routes=("/fhir/Patient", "/fhir/Patient/{proxy+}"),
-        writes=("patients", "audit", "idempotency"),
-        reads=("admin",),
+        writes=("patients", "audit", "idempotency", "outbox"),
+        # Patient/$everything reads the patient's compartment in every domain's table (decision 2) and
+        # shows it as each domain does (notes' narrative rule, imaging instances, formulary items).
+        reads=("admin", "notes", "results", "orders", "prescriptions"),
         puts_events=True,
+        bundles=("notes", "results", "prescriptions"),
     ),
     FunctionDef(
         id="admin",
@@ -210,6 +230,7 @@ FUNCTIONS: tuple[FunctionDef, ...] = (
             "/fhir/Practitioner",
             "/fhir/Practitioner/{proxy+}",
             "/fhir/AuditEvent",
+            "/fhir/AuditEvent/{proxy+}",
             "/admin/users",
             "/admin/users/{proxy+}",
             "/admin/critical-results",
@@ -219,6 +240,8 @@ FUNCTIONS: tuple[FunctionDef, ...] = (
                       "they authenticate; they describe the API and return no tenant or patient data.",
         writes=("admin", "audit", "idempotency"),
         reads=(),
+        # The hourly audit digest job writes signed digests; $verify reads them (decision 0022).
+        buckets_write=("audit_digests",),
         cognito_admin=True,
         signing_keys="create",
     ),
@@ -235,7 +258,7 @@ FUNCTIONS: tuple[FunctionDef, ...] = (
             "/fhir/Provenance",
             "/fhir/Provenance/{proxy+}",
         ),
-        writes=("notes", "audit", "idempotency"),
+        writes=("notes", "audit", "idempotency", "outbox"),
         reads=("patients", "admin", "results", "orders", "prescriptions"),
         puts_events=True,
         signing_keys="sign",
@@ -252,7 +275,7 @@ FUNCTIONS: tuple[FunctionDef, ...] = (
         public_reason="A pharmacy verifies a printed receta by its QR code without an account; the token is 128 "
                       "random bits, and the answer shows the prescriber, the medicines and what is left to dispense, "
                       "with the patient's initials only.",
-        writes=("prescriptions", "audit", "idempotency"),
+        writes=("prescriptions", "audit", "idempotency", "outbox"),
         reads=("patients", "admin", "notes"),
         puts_events=True,
         signing_keys="sign",
@@ -261,7 +284,7 @@ FUNCTIONS: tuple[FunctionDef, ...] = (
         id="orders",
         description="Lab and imaging orders (ServiceRequest): LOINC catalogue, status machine, worklists, HL7 outbox",
         routes=("/fhir/ServiceRequest", "/fhir/ServiceRequest/{proxy+}"),
-        writes=("orders", "audit", "idempotency"),
+        writes=("orders", "audit", "idempotency", "outbox"),
         reads=("patients", "admin", "notes", "results"),
         buckets_write=("documents",),
         buckets_upload=("ingest",),
@@ -275,7 +298,7 @@ FUNCTIONS: tuple[FunctionDef, ...] = (
         routes=("/fhir/Observation", "/fhir/Observation/{proxy+}", "/fhir/DiagnosticReport",
                 "/fhir/DiagnosticReport/{proxy+}", "/fhir/Communication", "/fhir/Communication/{proxy+}",
                 "/fhir/ImagingStudy", "/fhir/ImagingStudy/{proxy+}", "/dicomweb/{proxy+}"),
-        writes=("results", "audit", "idempotency"),
+        writes=("results", "audit", "idempotency", "outbox"),
         reads=("patients", "admin", "notes", "orders"),
         buckets_read=("imaging",),
         puts_events=True,
@@ -284,7 +307,7 @@ FUNCTIONS: tuple[FunctionDef, ...] = (
         id="hl7v2",
         description="HL7 v2 interface: ORU^R01 results and ADT^A04/A08 registration in, ACK out",
         routes=("/hl7v2", "/hl7v2/{proxy+}"),
-        writes=("patients", "results", "audit", "idempotency"),
+        writes=("patients", "results", "audit", "idempotency", "outbox"),
         reads=("admin", "notes", "orders"),
         puts_events=True,
         bundles=("patients", "results", "orders"),
@@ -293,7 +316,7 @@ FUNCTIONS: tuple[FunctionDef, ...] = (
         id="dicom_ingest",
         description="DICOM ingest from S3: header-only reads, order and patient matching, archive, quarantine",
         routes=("/admin/dicom-quarantine", "/admin/dicom-quarantine/{proxy+}"),
-        writes=("results", "audit"),
+        writes=("results", "audit", "outbox"),
         reads=("admin", "orders", "patients"),
         buckets_write=("imaging", "quarantine"),
         buckets_read=("ingest",),
@@ -305,6 +328,51 @@ FUNCTIONS: tuple[FunctionDef, ...] = (
         timeout_s=120,
     ),
 )
+
+@dataclass(frozen=True)
+class GatewayResponseDef:
+    """One of API Gateway's own error responses (``type`` names a CDK ``ResponseType`` member), reshaped as FHIR
+    ``OperationOutcome`` (decision 1). ``status`` empty keeps API Gateway's status for that family."""
+
+    type: str
+    status: str
+    code: str
+    message: str
+
+    def body(self) -> str:
+        """The response body: an ``OperationOutcome`` whose diagnostics is ``message`` (raw when it is a
+        ``$context`` variable that API Gateway inserts already quoted)."""
+        import json
+
+        body = json.dumps({"resourceType": "OperationOutcome",
+                           "issue": [{"severity": "error", "code": self.code, "diagnostics": self.message}]})
+        return body.replace(json.dumps(GATEWAY_ERROR_MESSAGE), GATEWAY_ERROR_MESSAGE)
+
+
+# API Gateway's own error message, already quoted and escaped for JSON by API Gateway.
+GATEWAY_ERROR_MESSAGE = "$context.error.messageString"
+# The deployed API's error responses; the local front door answers with the same bodies.
+GATEWAY_RESPONSES: tuple[GatewayResponseDef, ...] = (
+    GatewayResponseDef("UNAUTHORIZED", "401", "login", "Missing or invalid bearer token"),
+    GatewayResponseDef("ACCESS_DENIED", "403", "forbidden", "Access denied"),
+    # API Gateway answers an unknown path this way; FHIR expects 404 for an unknown endpoint.
+    GatewayResponseDef("MISSING_AUTHENTICATION_TOKEN", "404", "not-supported", "No such endpoint"),
+    GatewayResponseDef("THROTTLED", "429", "throttled", "Too many requests"),
+    GatewayResponseDef("REQUEST_TOO_LARGE", "413", "too-costly", "Request too large"),
+    GatewayResponseDef("BAD_REQUEST_PARAMETERS", "400", "invalid", GATEWAY_ERROR_MESSAGE),
+    GatewayResponseDef("BAD_REQUEST_BODY", "400", "invalid", GATEWAY_ERROR_MESSAGE),
+    GatewayResponseDef("DEFAULT_4_XX", "", "processing", GATEWAY_ERROR_MESSAGE),
+    GatewayResponseDef("DEFAULT_5_XX", "", "exception", "Internal error; request $context.requestId"),
+)
+
+
+def gateway_response(response_type: str) -> GatewayResponseDef:
+    """The gateway response definition of ``response_type`` (raises KeyError)."""
+    for response in GATEWAY_RESPONSES:
+        if response.type == response_type:
+            return response
+    raise KeyError(response_type)
+
 
 # Cognito: roles are groups; tenant and clinics are custom attributes.
 ROLES: tuple[str, ...] = (

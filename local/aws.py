@@ -28,6 +28,10 @@ Documented differences from the deployed stack:
   the function in-process on the rule's period.
 - Credentials are fake (``testing``), set only on the boto3 sessions this module creates and in
   the environment handed to functions; nothing is written to ``~/.aws``.
+- Each function gets a tenant data role (``expediente-local-<id>-tenant-data``, ``TENANT_ROLE_ARN``)
+  and assumes it with the session tag ``tenant`` through moto's STS, so the tenant-scoped credential
+  path runs end to end (decision 0023); moto does not evaluate IAM policies, so the roles carry no
+  policy here: the conditions are proven by tests/infra and tests/integration/security instead.
 """
 
 from __future__ import annotations
@@ -81,6 +85,8 @@ EVENT_BUS_NAME = "expediente"
 DEFAULT_EVENT_BUS = "default"
 # Same aliases as the stateful stack (alias/<stage->expediente/<name>).
 KEY_ALIASES = {"app": "alias/expediente/app", "storage": "alias/expediente/storage"}
+# The audit digest signing key (ECDSA P-256; decision 0022): the functions find it by this alias.
+AUDIT_DIGEST_KEY_ALIAS = "alias/expediente/audit-digest"
 DLQ_MAX_RECEIVE_COUNT = delivery.MAX_RECEIVE_COUNT
 # Callers invoke the functions' alias (SnapStart), as in the stateless stack.
 FUNCTION_ALIAS = "live"
@@ -108,6 +114,11 @@ def function_name(function_id: str) -> str:
 def function_arn(region: str, account_id: str, function_id: str) -> str:
     """The ARN of the function's ``live`` alias, the target schedules and event sources name."""
     return f"arn:aws:lambda:{region}:{account_id}:function:{function_name(function_id)}:{FUNCTION_ALIAS}"
+
+
+def tenant_role_arn(account_id: str, function_id: str) -> str:
+    """The ARN of the function's tenant data role (decision 0023), created by :func:`provision`."""
+    return f"arn:aws:iam::{account_id}:role/{resource_name(function_id)}-tenant-data"
 
 
 def queue_definitions() -> tuple[QueueDef, ...]:
@@ -414,6 +425,7 @@ class LocalAws:
                 "POWERTOOLS_SERVICE_NAME": f"expediente-{function_id}",
                 "POWERTOOLS_TRACE_DISABLED": "true",
                 "POWERTOOLS_METRICS_NAMESPACE": "Expediente",
+                "TENANT_ROLE_ARN": tenant_role_arn(self.account_id, function_id),
             }
         )
         env.update(definition.env)
@@ -434,6 +446,7 @@ def provision(endpoint: str, region: str = DEFAULT_REGION) -> LocalAws:
     kms = client("kms")
     key_app_arn = _create_key(kms, "app", "envelope encryption (CURP, narrative) and blind-index keys")
     key_storage_arn = _create_key(kms, "storage", "S3 buckets holding clinical data")
+    _create_audit_digest_key(kms)
     tables = _create_tables(client("dynamodb"))
     queues = _create_queues(client("sqs"))
     buckets = _create_buckets(client("s3"), region=region, key_arn=key_storage_arn, queues=queues)
@@ -441,6 +454,7 @@ def provision(endpoint: str, region: str = DEFAULT_REGION) -> LocalAws:
     bus_arn, rules = _create_bus_and_rules(client("events"), queues, topics)
     schedules = _create_schedules(client("events"), region)
     pool_id, client_id = _create_user_pool(client("cognito-idp"))
+    _create_tenant_roles(client("iam"))
     logger.info(
         "provisioned %d tables, %d buckets, %d queues, %d topics, %d rules, %d schedules, %d groups",
         len(tables), len(buckets), len(queues), len(topics), len(rules), len(schedules), len(ROLES),
@@ -463,12 +477,35 @@ def provision(endpoint: str, region: str = DEFAULT_REGION) -> LocalAws:
     )
 
 
+def _create_tenant_roles(iam: Any) -> None:
+    """One tenant data role per function, assumable with the session tag ``tenant`` (decision 0023)."""
+    for definition in FUNCTIONS:
+        iam.create_role(
+            RoleName=tenant_role_arn(ACCOUNT_ID, definition.id).rsplit("/", 1)[1],
+            Description=f"Expediente {definition.id} function: one tenant's data (session tag tenant)",
+            AssumeRolePolicyDocument=json.dumps({"Version": "2012-10-17", "Statement": [{
+                "Effect": "Allow", "Principal": {"AWS": f"arn:aws:iam::{ACCOUNT_ID}:root"},
+                "Action": ["sts:AssumeRole", "sts:TagSession"],
+                "Condition": {"Null": {"aws:RequestTag/tenant": "false"}},
+            }]}),
+        )
+
+
 def _create_key(kms: Any, name: str, purpose: str) -> str:
     key = kms.create_key(
         Description=f"Expediente: {purpose}", KeySpec="SYMMETRIC_DEFAULT", KeyUsage="ENCRYPT_DECRYPT"
     )["KeyMetadata"]
     kms.enable_key_rotation(KeyId=key["KeyId"])
     kms.create_alias(AliasName=KEY_ALIASES[name], TargetKeyId=key["KeyId"])
+    return str(key["Arn"])
+
+
+def _create_audit_digest_key(kms: Any) -> str:
+    key = kms.create_key(
+        Description="Expediente: signs the periodic digests of the audit trail's hash chains",
+        KeySpec="ECC_NIST_P256", KeyUsage="SIGN_VERIFY",
+    )["KeyMetadata"]
+    kms.create_alias(AliasName=AUDIT_DIGEST_KEY_ALIAS, TargetKeyId=key["KeyId"])
     return str(key["Arn"])
 
 
@@ -538,11 +575,17 @@ def _create_buckets(s3: Any, *, region: str, key_arn: str, queues: Mapping[str, 
     names: dict[str, str] = {}
     for bucket in BUCKETS:
         name = resource_name(bucket.id)
+        lock = {"ObjectLockEnabledForBucket": True} if bucket.object_lock_years else {}
         if region == "us-east-1":
-            s3.create_bucket(Bucket=name)
+            s3.create_bucket(Bucket=name, **lock)
         else:
-            s3.create_bucket(Bucket=name, CreateBucketConfiguration={"LocationConstraint": region})
+            s3.create_bucket(Bucket=name, CreateBucketConfiguration={"LocationConstraint": region}, **lock)
         s3.put_bucket_versioning(Bucket=name, VersioningConfiguration={"Status": "Enabled"})
+        if bucket.object_lock_years:
+            s3.put_object_lock_configuration(Bucket=name, ObjectLockConfiguration={
+                "ObjectLockEnabled": "Enabled",
+                "Rule": {"DefaultRetention": {"Mode": "COMPLIANCE", "Years": bucket.object_lock_years}},
+            })
         s3.put_bucket_encryption(
             Bucket=name,
             ServerSideEncryptionConfiguration={
@@ -740,8 +783,14 @@ def _describe_buckets(local_aws: LocalAws) -> dict[str, Any]:
     for bucket_id, name in local_aws.buckets.items():
         versioning = s3.get_bucket_versioning(Bucket=name)
         notifications = s3.get_bucket_notification_configuration(Bucket=name)
+        try:
+            lock = s3.get_object_lock_configuration(Bucket=name)["ObjectLockConfiguration"]
+        except s3.exceptions.ClientError:
+            lock = {}
+        retention = lock.get("Rule", {}).get("DefaultRetention", {})
         described[bucket_id] = {
             "versioned": versioning.get("Status") == "Enabled",
+            "object_lock": retention.get("Mode"),
             "notifications": {
                 queue_ids.get(config["QueueArn"], config["QueueArn"]): sorted(config["Events"])
                 for config in notifications.get("QueueConfigurations", [])

@@ -21,6 +21,7 @@ import io
 import random
 import sys
 import time
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -332,12 +333,29 @@ def clinic_day(users: dict[str, Client], patient: str, clues: str) -> None:
     print("10. The patient: their own record")
     me = users["patient"]
     own = me.json("GET", f"/fhir/Patient/{patient}")
-    prescriptions = me.json("GET", "/fhir/MedicationRequest", params={"patient": patient, "_count": "100"})
-    observations = me.json("GET", "/fhir/Observation", params={"patient": patient, "_count": "100"})
+    record: list[dict[str, Any]] = []
+    page = me.json("GET", f"/fhir/Patient/{patient}/$everything", params={"_count": "50"})
+    pages = 1
+    while True:
+        record.extend(e["resource"] for e in page.get("entry", []))
+        following = next((link["url"] for link in page.get("link", []) if link["relation"] == "next"), None)
+        if following is None:
+            break
+        page = me.session.get(following, timeout=30).json()
+        pages += 1
+    kinds = Counter(r["resourceType"] for r in record)
+    expected = {"Patient", "Encounter", "Composition", "Condition", "Observation", "DiagnosticReport",
+                "ServiceRequest", "ImagingStudy", "MedicationRequest", "MedicationDispense"}
+    if missing := sorted(expected - set(kinds)):
+        raise DemoFailure(f"the patient's record download (Patient/$everything) lacks {', '.join(missing)}")
     accesses = me.json("GET", "/fhir/AuditEvent", params={"patient": patient, "_count": "20"})
-    say(f"Patient/{own['id']} reads their {len(prescriptions.get('entry', []))} prescriptions, "
-        f"{len(observations.get('entry', []))} results and the {len(accesses.get('entry', []))} latest accesses "
-        "to their record (the one-Bundle export, Patient/$everything, is not built yet)")
+    operations = {c.get("code") for e in accesses.get("entry", []) for c in e["resource"].get("subtype", [])}
+    if "$everything" not in operations:
+        raise DemoFailure("the patient's own download is missing from their access trail")
+    say(f"Patient/{own['id']} downloaded their whole record as one FHIR Bundle (Patient/$everything, "
+        f"{pages} page(s)): {len(record)} resources, "
+        + ", ".join(f"{n} {kind}" for kind, n in sorted(kinds.items())))
+    say(f"and sees who accessed it: the {len(accesses.get('entry', []))} latest accesses, their download included")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -2,17 +2,18 @@
 
 For each HTTP request ``FrontDoor``:
 
-1. refuses a body over 1 MB with 413 (the WAF/API limit of the deployed stack);
+1. refuses a body over 1 MiB with 413 and the WAF's OperationOutcome (the deployed stack's limit);
 2. routes the path to the function that owns it (``local.routes``, built from
    ``infra.definitions.FUNCTIONS``); no route → 404 with a FHIR ``OperationOutcome``, as the
    deployed API's missing-resource gateway response;
 3. unless the route is public (``GET`` only), verifies the Cognito ID token like the user-pool
-   authorizer; any failure → 401 ``{"message":"Unauthorized"}``, API Gateway's own body;
+   authorizer; any failure → 401 with the deployed API's ``UNAUTHORIZED`` gateway response (an
+   ``OperationOutcome``, ``infra.definitions.GATEWAY_RESPONSES``);
 4. builds an API Gateway REST proxy event (payload 1.0) with the claims in
    ``requestContext.authorizer.claims`` (every value a string) and invokes the function's
    ``functions.<id>.handler.lambda_handler`` in-process with a Lambda-like context;
 5. maps the proxy response back to HTTP; a raised exception, a malformed response or a run over
-   the function's timeout → 502 ``{"message": "Internal server error"}``.
+   the function's timeout → 502 with the deployed API's ``DEFAULT_5XX`` gateway response.
 
 Every response carries ``x-amzn-RequestId``. Invocations run one at a time in the process, each
 with its function's environment (``LocalAws.function_env``) applied only for the import and the
@@ -43,7 +44,7 @@ from werkzeug.datastructures import Headers
 from werkzeug.serving import WSGIRequestHandler
 from werkzeug.wrappers import Request, Response
 
-from infra.definitions import FUNCTIONS, FunctionDef
+from infra.definitions import FUNCTIONS, FunctionDef, gateway_response
 from local.auth import IdTokenVerifier, JwksUnavailable, TokenRejected, api_gateway_claims
 from local.aws import HOST, BackgroundServer, LocalAws, temporary_environ
 from local.routes import RouteMatch, RouteTable
@@ -225,7 +226,7 @@ class FrontDoor:
     def _handle(self, request: Request, request_id: str) -> tuple[Response, str]:
         body = _read_body(request)
         if body is None:
-            return _api_gateway_error(413, _TOO_LARGE_BODY, "RequestTooLargeException"), "(body too large)"
+            return Response(_TOO_LARGE_BODY, status=413, content_type="application/json"), "(body too large)"
         match = self.routes.resolve(request.path)
         if match is None or (match.route.public and request.method != "GET"):
             return _not_found(request), "(no route)"
@@ -236,10 +237,10 @@ class FrontDoor:
                 claims = api_gateway_claims(self.verifier.verify(request.headers.get("Authorization")))
             except TokenRejected as rejection:
                 logger.debug("unauthorized (request %s): %s", request_id, rejection)
-                return _api_gateway_error(401, _UNAUTHORIZED_BODY, "UnauthorizedException"), label
+                return _api_gateway_error(401, "UNAUTHORIZED", "UnauthorizedException", request_id), label
             except JwksUnavailable:
                 logger.exception("cannot verify tokens (request %s)", request_id)
-                return _api_gateway_error(500, _AUTHORIZER_FAILURE_BODY, "AuthorizerConfigurationException"), label
+                return _api_gateway_error(500, "DEFAULT_5_XX", "AuthorizerConfigurationException", request_id), label
         event = build_proxy_event(
             request, match, body=body, claims=claims, request_id=request_id, account_id=self.local_aws.account_id
         )
@@ -247,7 +248,7 @@ class FrontDoor:
             result = self.runner.invoke(match.route.function_id, event)
             return _proxy_response(result), label
         except FunctionError:
-            return _api_gateway_error(502, _FUNCTION_ERROR_BODY, "InternalServerErrorException"), label
+            return _api_gateway_error(502, "DEFAULT_5_XX", "InternalServerErrorException", request_id), label
 
 
 class _QuietRequestHandler(WSGIRequestHandler):
@@ -414,16 +415,19 @@ def _proxy_response(result: Any) -> Response:
     return Response(payload, status=status, headers=headers)
 
 
-# API Gateway's default bodies, byte for byte (its templates differ in spacing).
-_UNAUTHORIZED_BODY = '{"message":"Unauthorized"}'
-_TOO_LARGE_BODY = '{"message":"Request Too Long"}'
-_AUTHORIZER_FAILURE_BODY = '{"message":null}'
-_FUNCTION_ERROR_BODY = '{"message": "Internal server error"}'
+# Over the body limit the deployed API answers with its WAF rule's block response (infra/constructs/waf.py,
+# BodyTooLarge), not API Gateway's default; the same bytes here (tests/unit/fuzz/test_body_limits_every_route.py).
+_TOO_LARGE_BODY = json.dumps({"resourceType": "OperationOutcome", "issue": [
+    {"severity": "error", "code": "too-costly", "diagnostics": f"Request body over {MAX_BODY_BYTES} bytes"}]})
 
 
-def _api_gateway_error(status: int, body: str, error_type: str) -> Response:
-    """One of API Gateway's own error responses, with its ``x-amzn-ErrorType``."""
-    response = Response(body, status=status, content_type="application/json")
+def _api_gateway_error(status: int, response_type: str, error_type: str, request_id: str) -> Response:
+    """One of the deployed API's gateway responses (``infra.definitions.GATEWAY_RESPONSES``: an
+    ``OperationOutcome``, its ``$context`` variables filled in as API Gateway does), with the
+    ``x-amzn-ErrorType`` API Gateway adds."""
+    template = gateway_response(response_type).body()
+    body = template.replace("$context.requestId", request_id)
+    response = Response(body, status=status, content_type="application/fhir+json")
     response.headers["x-amzn-ErrorType"] = error_type
     return response
 

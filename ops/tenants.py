@@ -21,7 +21,7 @@ from typing import Any
 import boto3
 from botocore.exceptions import BotoCoreError, ClientError
 
-from expediente import aws, tenants
+from expediente import audit_chain, aws, tenants
 from expediente.context import RequestContext, TenantId
 from expediente.crypto import Envelope
 from expediente.store import TransactionConflict
@@ -62,6 +62,7 @@ class StackInfo:
     table_orders: str = ""
     table_prescriptions: str = ""
     table_idempotency: str = ""
+    table_outbox: str = ""
     user_pool_client_id: str = ""
     event_bus_name: str = ""
     endpoint_url: str | None = None
@@ -153,13 +154,20 @@ def _transact_with(dynamodb: Any) -> Transact:
     """``TransactWriteItems`` on this session's client; a failed condition is a TransactionConflict."""
 
     def run(items: list[dict[str, Any]]) -> None:
+        # The audit records are hash-chained like every other (decision 0022): sealed here, confirmed on success.
+        seal = audit_chain.seal_transaction(items)
         try:
             dynamodb.transact_write_items(TransactItems=items)
         except ClientError as exc:
+            seal.abandon()
             if aws.error_code(exc) == "TransactionCanceledException":
                 raise TransactionConflict(
                     [r.get("Code", "None") for r in exc.response.get("CancellationReasons", [])]) from exc
             raise
+        except BaseException:
+            seal.abandon()
+            raise
+        seal.confirm()
 
     return run
 

@@ -22,6 +22,14 @@ from tests.support.aws import (
     reset_caches,
 )
 
+# Every phase's captured output and log records are scanned for patient data (issue 7, item 7).
+from tests.support.logscan import (  # noqa: F401  (pytest hooks, found by name)
+    pytest_configure,
+    pytest_runtest_logreport,
+    pytest_runtest_makereport,
+    pytest_terminal_summary,
+)
+
 
 @dataclass
 class World:

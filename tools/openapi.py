@@ -84,6 +84,80 @@ def _parameters(path: str, method: str, capabilities: dict[str, Any]) -> list[di
     return params
 
 
+def _content(media_type: str, schema: dict[str, Any]) -> dict[str, Any]:
+    return {media_type: {"schema": schema}}
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _typed(*resource_types: str) -> dict[str, Any]:
+    """A FHIR resource of one of ``resource_types`` (the JSON Schema the responses are checked against)."""
+    return {"allOf": [_ref("Resource"), {"properties": {"resourceType": {"enum": list(resource_types)}}}]}
+
+
+# Every error: an OperationOutcome (FHIR JSON from the functions, API Gateway's reshaped responses and the
+# local front door; plain JSON from the WAF's block responses).
+ERRORS: dict[str, Any] = {"default": {
+    "description": "An OperationOutcome with the HTTP status",
+    "content": {**_content(FHIR_JSON, _ref("OperationOutcome")),
+                **_content("application/json", _ref("OperationOutcome"))},
+}}
+_BINARY = {"type": "string", "format": "binary"}
+_DICOM_JSON = {"type": "array", "items": {"type": "object"}}
+
+
+def _success(method: str, path: str) -> dict[str, Any]:
+    """The documented success responses of one route: status, media types and schema, as precise as the code is."""
+    ok = "Success"
+    if path == "/hl7v2":
+        return {"200": {"description": "The ACK (or a batch of ACKs) in ER7",
+                        "content": _content(ER7, {"type": "string"})}}
+    if path == "/docs":
+        return {"200": {"description": ok, "content": _content("text/html", {"type": "string"})}}
+    if path == "/openapi.json":
+        return {"200": {"description": ok, "content": _content("application/json", {
+            "type": "object", "required": ["openapi", "paths"]})}}
+    if path.startswith("/receta/"):
+        return {"200": {"description": "HTML for a browser (Accept: text/html), JSON otherwise",
+                        "content": {**_content("application/json", {"type": "object"}),
+                                    **_content("text/html", {"type": "string"})}}}
+    if path.startswith("/admin/"):
+        return {("201" if method == "post" and path == "/admin/users" else "200"): {
+            "description": ok, "content": _content("application/json", {"type": "object"})}}
+    if path.endswith("/thumbnail"):
+        return {"200": {"description": "A PNG", "content": _content("image/png", _BINARY)}}
+    if path.endswith("/instances/{sop_uid}"):
+        return {"303": {"description": "A redirect to a short-lived presigned URL of the object",
+                        "headers": {"Location": {"schema": {"type": "string"}}}}}
+    if path.startswith("/dicomweb/"):
+        return {"200": {"description": "DICOM JSON (PS3.18 F.2)", "content": _content("application/dicom+json",
+                                                                                       _DICOM_JSON)}}
+    if path.endswith("/$print"):
+        return {"200": {"description": "The printable document",
+                        "content": {**_content("application/pdf", _BINARY),
+                                    **_content("text/html", {"type": "string"})}}}
+    if path.endswith("/$public-key"):
+        return {"200": {"description": ok, "content": {**_content(FHIR_JSON, _typed("Parameters")),
+                                                       **_content("application/x-pem-file", {"type": "string"})}}}
+    resource = re.match(r"/fhir/(\w+)", path)
+    kind = resource[1] if resource else ""
+    if kind == "metadata":
+        schema = _typed("CapabilityStatement")
+    elif "$" in path or not kind:
+        schema = _ref("Resource")
+    elif method == "get" and (re.fullmatch(r"/fhir/\w+", path) or path.endswith("/_history")):
+        schema = _typed("Bundle")
+    else:
+        schema = _typed(kind)
+    success = {"200": {"description": ok, "content": _content(FHIR_JSON, schema)}}
+    if method == "post" and re.fullmatch(r"/fhir/\w+", path):
+        # 201 created; 200 for a conditional create that found its match or a replayed Idempotency-Key.
+        success["201"] = {"description": "Created", "content": _content(FHIR_JSON, schema)}
+    return success
+
+
 def _operation(route: Any, function_id: str, capabilities: dict[str, Any]) -> tuple[str, str, dict[str, Any]]:
     method = route.method.lower()
     path = _path(route.path)
@@ -94,13 +168,7 @@ def _operation(route: Any, function_id: str, capabilities: dict[str, Any]) -> tu
         "summary": summary,
         "tags": [resource[1] if resource else path.split("/")[1]],
         "parameters": _parameters(path, method, capabilities),
-        "responses": {
-            "200" if not (method == "post" and re.fullmatch(r"/fhir/\w+", path)) else "201": {
-                "description": "Success",
-                "content": {FHIR_JSON: {"schema": {"$ref": "#/components/schemas/Resource"}}}},
-            "default": {"description": "An OperationOutcome with the HTTP status",
-                        "content": {FHIR_JSON: {"schema": {"$ref": "#/components/schemas/OperationOutcome"}}}},
-        },
+        "responses": {**_success(method, path), **ERRORS},
     }
     if description and description != summary:
         operation["description"] = description
@@ -148,7 +216,13 @@ def document() -> dict[str, Any]:
                              "description": "A FHIR R4 resource (or Bundle, or Parameters)"},
                 "OperationOutcome": {"type": "object", "required": ["resourceType", "issue"],
                                      "properties": {"resourceType": {"type": "string", "enum": ["OperationOutcome"]},
-                                                    "issue": {"type": "array", "items": {"type": "object"}}}},
+                                                    "issue": {"type": "array", "minItems": 1, "items": {
+                                                        "type": "object", "required": ["severity", "code"],
+                                                        "properties": {
+                                                            "severity": {"enum": ["fatal", "error", "warning",
+                                                                                  "information"]},
+                                                            "code": {"type": "string", "minLength": 1},
+                                                            "diagnostics": {"type": "string"}}}}}},
             },
         },
     }

@@ -124,6 +124,14 @@ RESOURCES: tuple[ResourceCapability, ...] = (
         operations=(
             Operation("merge", "http://hl7.org/fhir/OperationDefinition/Patient-merge",
                       "Merge a confirmed duplicate (source-patient) into target-patient; administrative role"),
+            Operation("everything", "http://hl7.org/fhir/OperationDefinition/Patient-everything",
+                      "The whole record as one searchset Bundle (NOM-024 export, ARCO access): the patient (own "
+                      "record), physicians (with narrative) and administrators (legal copy, no narrative); "
+                      "_since, _type, _count and next links"),
+            Operation("arco-cancel", f"{_OD}Patient-arco-cancel",
+                      "Record an ARCO cancellation request (Parameters: reason, requestDate); administrative "
+                      "role. The record is blocked from clinical use (403 suppressed) and kept until five "
+                      "years after its last act (NOM-004-SSA3 5.4), never deleted"),
         ),
     ),
     ResourceCapability(
@@ -492,7 +500,13 @@ RESOURCES: tuple[ResourceCapability, ...] = (
             SearchParam("date", "date", "When recorded; ge/gt/le/lt/eq prefixes; at most two values (AND)",
                         f"{_SP}AuditEvent-date"),
             SearchParam("_sort", "special", "date (oldest first) or -date (newest first, the default)"),
+            SearchParam("_format", "special", "text/csv: the page as a CSV report (auditor; or Accept: text/csv)"),
             _COUNT,
+        ),
+        operations=(
+            Operation("verify", f"{_OD}AuditEvent-verify",
+                      "GET ?start=&end= (auditor): re-walks the period's hash chains and signed digests and "
+                      "reports every altered, inserted or deleted record (Parameters)"),
         ),
     ),
 )

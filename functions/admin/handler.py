@@ -33,10 +33,11 @@ from expediente.audit import Action, AuditEntry
 from expediente.context import RequestContext
 from expediente.errors import AuditUnavailable, DomainError, Invalid, MethodNotAllowed, PreconditionRequired
 from expediente.fhir import history_bundle, parse_if_match, searchset
+from expediente.permissions import Interaction
 from expediente.settings import settings
 from expediente.store import Stored
 
-from . import logic, rules
+from . import audit_report, auth_events, logic, rules
 from .capability import capability_statement
 from .directory import CognitoDirectory
 from .repository import repository
@@ -150,7 +151,7 @@ class KmsSigningKeys:
     def create(self, tenant: str, practitioner_id: str, *, now: str) -> signing_keys.KeyRecord:
         from expediente import signing  # loaded when a practitioner is registered (cold start)
 
-        key = signing.KmsSigner(aws.client("kms")).create_key(tenant=tenant, practitioner_id=practitioner_id)
+        key = signing.KmsSigner(aws.unscoped_client("kms")).create_key(tenant=tenant, practitioner_id=practitioner_id)
         return signing_keys.KeyRecord(practitioner_id=practitioner_id, kid=key.kid, kind=signing_keys.KMS,
                                       public_key_pem=key.public_key_pem, algorithms=(signing.ES256,),
                                       created=now, key_id=key.key_id)
@@ -158,7 +159,7 @@ class KmsSigningKeys:
     def abandon(self, record: signing_keys.KeyRecord) -> None:
         from expediente import signing
 
-        signing.KmsSigner(aws.client("kms")).schedule_deletion(record.key_id)
+        signing.KmsSigner(aws.unscoped_client("kms")).schedule_deletion(record.key_id)
 
 
 def _create(kind: logic.ResourceRules) -> Response[str]:
@@ -356,12 +357,47 @@ def register_certificate(resource_id: str) -> Response[str]:
 @app.get("/fhir/AuditEvent")
 @audited("AuditEvent", Action.SEARCH)
 def search_audit_events() -> Response[str]:
+    """Search the trail; ``_format=text/csv`` (or ``Accept: text/csv``) answers the page as a CSV report."""
     ctx = request_context(app)
     params = query_params(app)
+    if _wants_csv(params.get("_format"), header(app, "accept")):
+        page = logic.audit_records(ctx, params, repo=repository(), record=audit.record)
+        bundle = searchset(base_url=base_url(app), path="/fhir/AuditEvent", params=params, resources=[],
+                           next_token=page.next_token)
+        return audit_report.csv_response(page.items, next_url=next((link["url"] for link in bundle["link"]
+                                                                     if link["relation"] == "next"), None))
     page = logic.search_audit_events(ctx, params, repo=repository(), record=audit.record)
     bundle = searchset(base_url=base_url(app), path="/fhir/AuditEvent", params=params, resources=page.items,
                        next_token=page.next_token, total=page.total)
     return fhir_response(bundle)
+
+
+def _wants_csv(fmt: str | None, accept: str | None) -> bool:
+    if fmt is not None:
+        if fmt in audit_report.CSV_FORMATS:
+            return True
+        if fmt in ("json", "application/json", "application/fhir+json"):
+            return False
+        raise Invalid("_format supports text/csv, json and application/fhir+json", expression="_format")
+    return accept is not None and audit_report.CSV in accept.lower()
+
+
+@app.get(r"/fhir/AuditEvent/\$verify")  # "$" escaped: routes are regular expressions
+@audited("AuditEvent", Action.OPERATION)
+def verify_audit_trail() -> Response[str]:
+    """Auditor: re-walk a period's hash chains and signed digests (decision 0022); Parameters with findings."""
+    from . import audit_integrity
+
+    ctx = request_context(app)
+    ctx.require("AuditEvent", Interaction.AUDIT_VERIFY)
+    start, end = audit_report.verify_period(query_params(app))
+    result = audit_integrity.verify(ctx.tenant, start, end)
+    audit.record(ctx, AuditEntry("AuditEvent", Action.OPERATION, None, (), 200, query_params=("end", "start"),
+                                 detail={"operation": "$verify", "records": str(result.walk.records),
+                                         "findings": str(len(result.findings))}))
+    logger.info("audit trail verified", extra={"tenant": ctx.tenant, "records": result.walk.records,
+                                               "findings": len(result.findings)})
+    return fhir_response(audit_integrity.as_parameters(result, requested=(start, end)))
 
 
 # ------------------------------------------------------------------ users (JSON) ---
@@ -433,4 +469,12 @@ def update_critical_policy() -> Response[str]:
 
 @logger.inject_lambda_context(clear_state=True)
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    if event.get("source") == "aws.events" and event.get("detail-type") == "Scheduled Event":
+        from . import audit_integrity  # the hourly audit digests (decision 0022)
+
+        written = audit_integrity.digest_all(log=lambda message, extra: logger.error(message, extra=extra))
+        logger.info("audit digests written", extra={"digests": len(written)})
+        return {"digests": len(written)}
+    if str(event.get("triggerSource", "")).startswith(auth_events.TRIGGER_PREFIXES):
+        return auth_events.handle(event)
     return app.resolve(event, context)

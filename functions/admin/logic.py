@@ -389,9 +389,21 @@ def update_user(ctx: RequestContext, username: str, body: Mapping[str, Any], *, 
                       version=user.version + 1)
     fields = sorted(k for k in ("role", "clinic_ids", "practitioner_id", "patient_id", "enabled")
                     if getattr(before, k) != getattr(after, k))
-    repo.save_user(ctx, changed, entry=AuditEntry("User", Action.UPDATE, user.username,
-                                                  detail={"changed": ",".join(fields) or "nothing"}))
+    # Privilege changes say what changed (codes and ids, never names): a role or enabled change shows from > to.
+    detail = {"changed": ",".join(fields) or "nothing"}
+    for name in ("role", "enabled"):
+        if name in fields:
+            detail[name] = f"{_code(getattr(before, name))}>{_code(getattr(after, name))}"
+    if "clinic_ids" in fields:
+        detail["clinic_ids"] = f"{' '.join(before.clinic_ids)}>{' '.join(after.clinic_ids)}"
+    repo.save_user(ctx, changed, entry=AuditEntry("User", Action.UPDATE, user.username, detail=detail))
     return _user_view(changed)
+
+
+def _code(value: object) -> str:
+    if isinstance(value, bool):
+        return str(value).lower()
+    return str(value)
 
 
 # ------------------------------------------------------------------ a new tenant (operator) ---
@@ -444,6 +456,12 @@ def search_audit_events(ctx: RequestContext, params: Mapping[str, str], *, repo:
     The auditor sees the whole tenant. The patient role sees only records about their own
     record (NOM-024 traceability, LFPDPPP access right): asking for another patient finds nothing.
     """
+    page = audit_records(ctx, params, repo=repo, record=record)
+    return Page([to_audit_event(item) for item in page.items], page.next_token, page.first)
+
+
+def audit_records(ctx: RequestContext, params: Mapping[str, str], *, repo: Repository, record: Recorder) -> Page:
+    """:func:`search_audit_events` as stored records (plain values), for reports (CSV)."""
     ctx.require("AuditEvent", Interaction.SEARCH)
     q = rules.audit_query(params)
     nothing = False
@@ -459,7 +477,7 @@ def search_audit_events(ctx: RequestContext, params: Mapping[str, str], *, repo:
                                  fingerprint=query_fingerprint(params))
     record(ctx, AuditEntry("AuditEvent", Action.SEARCH, patient_ids=(q.patient,) if q.patient else (),
                            query_params=tuple(sorted(params))))
-    return Page([to_audit_event(item) for item in page.items], page.next_token, page.first)
+    return page
 
 
 # ------------------------------------------------------------------ signing keys ---

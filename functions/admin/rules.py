@@ -455,7 +455,7 @@ _DATE = re.compile(
     r"(?:T(?P<hour>\d{2}):(?P<minute>\d{2})(?::(?P<second>\d{2})(?:\.(?P<fraction>\d{1,9}))?)?"
     r"(?P<tz>Z|[+-]\d{2}:\d{2}))?)?)?$"
 )
-AUDIT_PARAMS = frozenset({"patient", "agent", "date", "_sort", "_count", "_page"})
+AUDIT_PARAMS = frozenset({"patient", "agent", "date", "_sort", "_count", "_page", "_format"})
 
 
 @dataclass(frozen=True)

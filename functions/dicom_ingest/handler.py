@@ -19,6 +19,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from expediente import audit, aws
 from expediente.api import create_app, json_body, logger, query_params, request_context
 from expediente.audit import Action, AuditEntry
+from expediente.context import tenant_scope
 from expediente.errors import Invalid
 from expediente.permissions import Interaction
 from expediente.settings import settings
@@ -120,8 +121,9 @@ def consume(event: dict[str, Any]) -> dict[str, Any]:
             ingest.quarantine_conflicts(stored, outcome)
             if not events.publish(*stored.announcements()):
                 raise ingest.Retry("the ingest could not be announced")
-            objects.delete_many(settings().bucket_ingest,
-                                [item.source.key for item in (*stored.ingested, *stored.duplicates)])
+            with tenant_scope(group[0][1].tenant):  # one study, one tenant (decision 0023)
+                objects.delete_many(settings().bucket_ingest,
+                                    [item.source.key for item in (*stored.ingested, *stored.duplicates)])
             outcome.ingested += len(stored.ingested)
             outcome.duplicates += len(stored.duplicates)
         except Exception as exc:  # noqa: BLE001 - a failed study is retried, the other studies go on

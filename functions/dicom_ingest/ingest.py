@@ -36,9 +36,10 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from expediente import audit, aws, events, imaging, records, tenants
 from expediente.api import logger
+from expediente.arco import RecordBlocked
 from expediente.audit import Action, AuditEntry
 from expediente.clinical import ClinicalRepository, Write, now_instant
-from expediente.context import TENANT_ID, RequestContext, TenantId, service_context
+from expediente.context import TENANT_ID, RequestContext, TenantId, service_context, tenant_scope
 from expediente.errors import ServiceUnavailable
 from expediente.settings import settings
 from expediente.store import TransactionConflict, transact
@@ -60,6 +61,7 @@ MATCH_REASONS = (
     "patient-mismatch",  # PatientID is not the order's patient
     "study-conflict",  # the study is already stored for another patient or order
     "sop-conflict",  # the SOP Instance UID is already stored in another study or series
+    "record-blocked",  # the order's patient's record is blocked by an ARCO cancellation request
 )
 PRESIGNED_PREFIX = "orders"
 # Instances written per transaction (two items each, plus the study version and the audit record).
@@ -180,7 +182,17 @@ def prepare(upload: Upload, *, outcome: Outcome, lookups: Lookups | None = None)
     ``lookups`` is shared by the uploads of one batch.
     """
     lookups = lookups or Lookups()
-    tenant = _tenant(upload, lookups)
+    # Decision 0023: the key's prefix is only a claim; it is checked with that tenant's credentials, and
+    # the object is read and matched with them only if the tenant exists (else with the execution role,
+    # which reaches nothing but the ingest inbox and unassigned/ in the quarantine).
+    claimed = upload.tenant_prefix
+    with tenant_scope(claimed if TENANT_ID.match(claimed) else None):
+        tenant = _tenant(upload, lookups)
+    with tenant_scope(tenant):
+        return _read_and_match(tenant, upload, outcome, lookups)
+
+
+def _read_and_match(tenant: TenantId | None, upload: Upload, outcome: Outcome, lookups: Lookups) -> Accepted | None:
     source = objects.Source(upload.bucket, upload.key, upload.version_id)
     instance: Instance | None = None
     try:
@@ -239,6 +251,10 @@ def match(tenant: TenantId, instance: Instance, *, expected: str | None, overrid
     if orders.order_status(order) == "cancelled":
         raise Quarantined("order-closed", "the order was cancelled")
     patient_id = records.subject_of(order) or ""
+    try:
+        records.find(tenant, "Patient", patient_id)  # ARCO cancellation: a blocked record takes no new images
+    except RecordBlocked as exc:
+        raise Quarantined("record-blocked", "the patient's record is blocked by an ARCO cancellation request") from exc
     if not overrides.patient_confirmed:
         _check_patient(tenant, instance.patient_id, patient_id, lookups)
     return Match(order_id=order_id, patient_id=patient_id, accession=accession)
@@ -287,6 +303,7 @@ def _quarantine(tenant: TenantId | None, upload: Upload, source: objects.Source,
     except objects.Gone:
         outcome.skipped += 1
         return
+    quarantined = events.DicomInstanceQuarantined(tenant_id=owner, quarantine_id=qid, reason=reason, object_key=key)
     if tenant is not None:
         record = {"pk": imaging.quarantine_partition(tenant), "sk": qid, "id": qid, "status": "quarantined",
                   "reason": reason, "detail": detail, "quarantine_key": key,
@@ -303,9 +320,8 @@ def _quarantine(tenant: TenantId | None, upload: Upload, source: objects.Source,
                          "ConditionExpression": "attribute_not_exists(pk)"}},
                 *audit.audit_puts(ctx, AuditEntry(imaging.QUARANTINE, Action.CREATE, qid, (), 201,
                                                   detail={"reason": reason})),
-            ])
-    outcome.published.append(events.DicomInstanceQuarantined(tenant_id=owner, quarantine_id=qid, reason=reason,
-                                                             object_key=key))
+            ], events=(quarantined,))  # the outbox (decision 0028); an unassigned upload has no tenant partition
+    outcome.published.append(quarantined)
     if upload.bucket == settings().bucket_ingest:
         objects.delete(upload.bucket, upload.key)
     outcome.quarantined += 1
@@ -367,7 +383,8 @@ def quarantine_conflicts(stored: Stored, outcome: Outcome) -> None:
     """Move instances that conflict with what is stored to the quarantine."""
     for item, reason, detail in stored.conflicts:
         upload = Upload(item.source.bucket, item.source.key, item.size, item.source.version_id, now_instant())
-        _quarantine(item.tenant, upload, item.source, reason, detail, item.instance, outcome)
+        with tenant_scope(item.tenant):
+            _quarantine(item.tenant, upload, item.source, reason, detail, item.instance, outcome)
 
 
 def _write_once(ctx: RequestContext, group: list[Accepted]) -> Stored | None:
@@ -427,7 +444,9 @@ def _write_once(ctx: RequestContext, group: list[Accepted]) -> Stored | None:
                                             study_uid, (head.match.patient_id,), 201 if current is None else 200,
                                             detail={"instances": str(len(fresh)), "source": "dicom"}))
     try:
-        transact(ops)
+        # The new instances' DicomInstanceIngested go to the outbox with them (decision 0028): a release
+        # from quarantine (an API request, no SQS redelivery) loses none when PutEvents fails.
+        transact(ops, events=Stored(fresh, [], []).announcements())
     except TransactionConflict:
         return None
     return Stored(fresh, duplicates, conflicts)

@@ -6,12 +6,12 @@ Thin: verify the caller (an interface user of the chain: role ``lab`` for a labo
 ``AE`` refused for its content, ``AR`` rejected as unsupported or not permitted), ERR segments naming
 segment and field. A batch (``BHS ... BTS``) is answered with a batch of ACKs; each message in it
 stands alone. The HTTP status is 200 whenever an ACK is returned (HL7 over HTTP); 401 without a
-verified token; 415 for a body that is not ER7 text.
+verified token; 415 for a body that is not ER7 text; 413 over 1 MiB (the API's limit);
+an AR ACK for a body that is not UTF-8.
 """
 
 from __future__ import annotations
 
-import base64
 import uuid
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -21,12 +21,12 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from expediente import audit, records
 from expediente import hl7v2 as codec
-from expediente.api import create_app, header, logger, request_context
+from expediente.api import body_text, create_app, header, logger, request_context
 from expediente.audit import Action, AuditEntry
 from expediente.clinical import now_instant
 from expediente.context import RequestContext
 from expediente.critical_policy import in_force
-from expediente.errors import AuditUnavailable, Conflict, Duplicate, UnsupportedMediaType
+from expediente.errors import AuditUnavailable, Conflict, Duplicate, Invalid, UnsupportedMediaType
 
 if TYPE_CHECKING:
     from . import ingest
@@ -105,6 +105,7 @@ def handle_message(ctx: RequestContext, text: str) -> tuple[str, list[Any]]:
         key = ingest.message_key(parsed.header)
         if isinstance(message, codec.OruMessage):
             ports = _results_ports()
+            ingest.check_results_sender(ctx)  # a role that may not send results learns nothing, not even "seen"
             if ingest.already_stored(ports.repo.table, ctx, key) is not None:
                 return _ack(parsed.header, "AA", raw=parsed.raw_msh), []
             now = now_instant()
@@ -140,10 +141,11 @@ def receive() -> Response[str]:
     content_type = (header(app, "content-type") or "").split(";")[0].strip().lower()
     if content_type not in ACCEPTED_TYPES:
         raise UnsupportedMediaType(f"Send HL7 v2 ER7 text as {ER7} (or text/plain), not {content_type}")
-    event = app.current_event
-    body = event.body or ""
-    if event.is_base64_encoded:
-        body = base64.b64decode(body).decode("utf-8", errors="replace")
+    try:
+        body = body_text(app)  # 413 over the API's body limit, as every route
+    except Invalid as error:  # not UTF-8 (or broken base64): a NAK, as for any unreadable message
+        unreadable = codec.Hl7Error.at("102", "MSH", 18, f"{error.message}; send UNICODE UTF-8", framing=True)
+        return Response(200, ER7, _ack(None, unreadable.ack_code, errors=[unreadable]))
     try:
         messages = codec.split(body)
     except codec.Hl7Error as error:

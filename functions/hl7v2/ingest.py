@@ -37,10 +37,11 @@ from typing import TYPE_CHECKING, Any
 
 from expediente import aws, records
 from expediente import hl7v2 as codec
+from expediente.arco import RecordBlocked
 from expediente.audit import Action, AuditEntry, audit_puts
 from expediente.clinical import ClinicalRepository, Saved, Write
 from expediente.context import RequestContext
-from expediente.errors import Conflict, DomainError, Duplicate, Forbidden, PreconditionFailed
+from expediente.errors import Conflict, DomainError, Duplicate, Forbidden, PreconditionFailed, Transient
 from expediente.identifiers import CURP_SYSTEM, FATHERS_FAMILY, MOTHERS_FAMILY
 from expediente.index import ResourceIndex
 from expediente.permissions import Interaction
@@ -264,12 +265,18 @@ def _current(repo: ClinicalRepository, ctx: RequestContext, resource_type: str, 
     return repo.stores[resource_type].get(ctx.tenant, resource_id)
 
 
-def plan_oru(ctx: RequestContext, message: codec.OruMessage, key: str, ports: ResultsPorts, *, now: str) -> _Plan:
-    """Map and check every order group of an ORU^R01; raise :class:`codec.Hl7Error` at the first problem."""
+def check_results_sender(ctx: RequestContext) -> None:
+    """Raise :class:`codec.Hl7Error` (207) unless the caller's role records results (Observation and
+    DiagnosticReport create); checked before anything else, a resent message's duplicate answer included."""
     for needed in ("Observation", "DiagnosticReport"):
         if not _allowed(ctx, needed):
             raise codec.Hl7Error.at("207", "MSH", 9, f"Role {ctx.role_names} may not send results (ORU^R01)",
                                     framing=True)
+
+
+def plan_oru(ctx: RequestContext, message: codec.OruMessage, key: str, ports: ResultsPorts, *, now: str) -> _Plan:
+    """Map and check every order group of an ORU^R01; raise :class:`codec.Hl7Error` at the first problem."""
+    check_results_sender(ctx)
     repo = ports.repo
     patient = _patient_of(ctx, message, ports)
     plan = _Plan([], [], [])
@@ -287,8 +294,11 @@ def plan_oru(ctx: RequestContext, message: codec.OruMessage, key: str, ports: Re
             plan.fillers[group.filler_number] = order_id
         order_ids.append(order_id)
     # The patient and the orders, read together once; the results rules then find them here.
-    known = ports.load_many(ctx, [records.Ref("Patient", patient),
-                                  *[records.Ref("ServiceRequest", o) for o in dict.fromkeys(order_ids)]])
+    try:
+        known = ports.load_many(ctx, [records.Ref("Patient", patient),
+                                      *[records.Ref("ServiceRequest", o) for o in dict.fromkeys(order_ids)]])
+    except RecordBlocked as exc:  # ARCO cancellation: HL7 table 0357 code 206, application record locked
+        raise codec.Hl7Error.at("206", "PID", 3, exc.message) from exc
     ports = replace(ports, load=_remembering(ports.load, known))
     obx_sequence = 0
     for group_number, (group, order_id) in enumerate(zip(message.orders, order_ids, strict=True), start=1):
@@ -314,6 +324,8 @@ def plan_oru(ctx: RequestContext, message: codec.OruMessage, key: str, ports: Re
             try:
                 prepared = _prepare_result(ctx, body, key, ports, existing.get(code), now=now,
                                            new_id=_ids(key, str(group_number), obx.set_id or str(obx_sequence), code))
+            except Transient:
+                raise  # a store or KMS busy: HTTP 503 + Retry-After, the sender resends (not an AE/AR refusal)
             except DomainError as exc:
                 raise _domain_error(exc, segment="OBX", sequence=obx_sequence) from exc
             if prepared is None:  # already written by an interrupted earlier delivery of this message
@@ -465,6 +477,8 @@ def _prepare_report(ctx: RequestContext, group: codec.OruOrder, group_number: in
                                                      {**body, "id": stored.resource["id"]}, load=ports.load,
                                                      load_results=load_results, now=now)
         return _mark(prepared, key)
+    except Transient:
+        raise  # 503 + Retry-After: nothing was refused, the sender resends
     except DomainError as exc:
         raise _domain_error(exc, segment="OBR", sequence=group_number) from exc
 
@@ -494,12 +508,14 @@ def store_oru(ctx: RequestContext, plan: _Plan, key: str, *, repo: ClinicalRepos
                *[{"Put": {"TableName": repo.table, "Item": aws.to_item({**_filler_key(ctx, sender, filler),
                                                                         "rid": order_id})}}
                  for filler, order_id in plan.fillers.items()]]
-    if chunks[-1] and len(chunks[-1]) + len(closing) > TRANSACTION_LIMIT:
+    # The events go to the outbox with the message guard, in the last transaction (decision 0028): they are
+    # announced exactly when the whole message is stored.
+    if chunks[-1] and len(chunks[-1]) + len(closing) + len(plan.events) > TRANSACTION_LIMIT:
         chunks.append([])
     chunks[-1] += closing
     for index, chunk in enumerate(chunks):
         try:
-            transact(chunk)
+            transact(chunk, events=tuple(plan.events) if index == len(chunks) - 1 else ())
         except TransactionConflict as exc:
             if index == len(chunks) - 1 and already_stored(repo.table, ctx, key) is not None:
                 raise Duplicate("This message was stored by another delivery at the same moment") from exc
@@ -616,6 +632,8 @@ def ingest_adt(ctx: RequestContext, adt: codec.AdtMessage, key: str, ports: Pati
             raise _patient_error(adt, exc) from exc
         raise codec.Hl7Error.at("206", "PID", 3, "The patient record changed at the same time; send the "
                                 "message again") from exc
+    except Transient:
+        raise  # 503 + Retry-After: nothing was refused, the sender resends
     except DomainError as exc:
         raise _patient_error(adt, exc) from exc
     return Outcome("AA", (f"Patient/{resource['id']}",), (event,))

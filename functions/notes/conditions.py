@@ -154,3 +154,35 @@ def update(ctx: RequestContext, condition_id: str, body: dict[str, Any], *, if_m
     resource = stamp(resource, condition_id, version, now)
     validate("Condition", resource)
     return repo.put(ctx, resource, index=index_entry, now=now, previous=current)
+
+
+# Elements a reader outside SENSITIVE_DIAGNOSIS_READERS still sees of a sensitive diagnosis: that it exists,
+# its status, dates and links; never its code, its specific sensitivity labels, notes or evidence.
+_MASKED_KEEPS = ("resourceType", "id", "clinicalStatus", "verificationStatus", "category", "subject", "encounter",
+                 "recordedDate", "recorder", "asserter")
+MASKED = {"extension": [{"url": "http://hl7.org/fhir/StructureDefinition/data-absent-reason", "valueCode": "masked"}]}
+RESTRICTED = {"system": "http://terminology.hl7.org/CodeSystem/v3-Confidentiality", "code": "R",
+              "display": "restricted"}
+REDACTED = {"system": "http://terminology.hl7.org/CodeSystem/v3-ObservationValue", "code": "REDACTED",
+            "display": "redacted"}
+
+
+def is_sensitive(resource: dict[str, Any]) -> bool:
+    """Whether the diagnosis carries a sensitivity label (set from its ICD-10 code when it was recorded)."""
+    return any(label.get("system") == icd10.SENSITIVITY_SYSTEM for label in (resource.get("meta") or {}).get(
+        "security") or [])
+
+
+def present(resource: dict[str, Any], *, sensitive_reader: bool) -> dict[str, Any]:
+    """A Condition as a reader sees it: whole, or, for a sensitive one and a reader whose role does not read
+    sensitive diagnoses, with its code masked (FHIR data-absent-reason ``masked``) and labelled restricted.
+
+    The specific labels (HIV, PSY, ...) are removed too: they would tell what the code hides.
+    """
+    if sensitive_reader or not is_sensitive(resource):
+        return resource
+    masked = {key: resource[key] for key in _MASKED_KEEPS if key in resource}
+    meta = {key: value for key, value in (resource.get("meta") or {}).items() if key != "security"}
+    masked["meta"] = {**meta, "security": [RESTRICTED, REDACTED]}
+    masked["code"] = MASKED
+    return masked

@@ -29,7 +29,7 @@ from expediente.clinical import ClinicalRepository, new_id
 from expediente.context import RequestContext
 from expediente.errors import Invalid, MethodNotAllowed, Unprocessable
 from expediente.fhir import searchset
-from expediente.permissions import Interaction, reads_narrative
+from expediente.permissions import Interaction, reads_narrative, reads_sensitive_diagnoses
 from expediente.routes import ClinicalRoutes, patients_of
 from expediente.store import Stored
 
@@ -64,7 +64,7 @@ def _practitioner_active(ctx: RequestContext, practitioner_id: str) -> bool:
 def _kms_signer() -> Any:
     from expediente import aws, signing
 
-    return signing.KmsSigner(aws.client("kms"))
+    return signing.KmsSigner(aws.unscoped_client("kms"))  # signing keys: execution role (decision 0023)
 
 
 def _publish(make: Callable[[Any], Any]) -> None:
@@ -80,6 +80,8 @@ def _publish(make: Callable[[Any], Any]) -> None:
 def _present(ctx: RequestContext, stored: Stored) -> dict[str, Any]:
     if stored.resource["resourceType"] == "Composition":
         return compositions.present(stored, ctx.roles, narrative=reads_narrative(ctx.roles))
+    if stored.resource["resourceType"] == "Condition":
+        return conditions.present(stored.resource, sensitive_reader=reads_sensitive_diagnoses(ctx.roles))
     return stored.resource
 
 
@@ -272,6 +274,7 @@ def update_composition(resource_id: str) -> Response[str]:
 @app.patch("/fhir/Composition/<resource_id>")
 def patch_composition(resource_id: str) -> Response[str]:
     ctx = request_context(app)
+    ctx.require("Composition", Interaction.UPDATE)  # before the note is looked up: nothing to learn without it
     stored = repository().require(ctx, "Composition", _id("Composition", resource_id))
     compositions.refuse_if_signed(stored)
     raise MethodNotAllowed("PATCH is not supported; save the whole note with PUT and If-Match",
@@ -281,6 +284,7 @@ def patch_composition(resource_id: str) -> Response[str]:
 @app.delete("/fhir/Composition/<resource_id>")
 def delete_composition(resource_id: str) -> Response[str]:
     ctx = request_context(app)
+    ctx.require("Composition", Interaction.READ)  # before the note is looked up: nothing to learn without it
     stored = repository().require(ctx, "Composition", _id("Composition", resource_id))
     compositions.refuse_if_signed(stored)
     return routes.refuse_delete("Composition", "A draft that should not exist stays as a draft; a signed note is "
@@ -298,7 +302,7 @@ def sign_composition(resource_id: str) -> Response[str]:
     ctx = request_context(app)
     ctx.require("Composition", Interaction.SIGN)
     note_id = _id("Composition", resource_id)
-    raw = (app.current_event.decoded_body or "").strip()
+    raw = (app.current_event.body or "").strip()  # not decoded_body: json_body refuses bodies that are not UTF-8
     params = _parameters(json_body(app, resource_type="Parameters")) if raw else {}
     if_match = routes.if_match()
     if not ctx.practitioner_id:

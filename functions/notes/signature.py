@@ -217,10 +217,15 @@ def _store(ctx: RequestContext, checked: Ready, document: dict[str, Any], *, key
         extra.append(repo.update_attrs(ctx, "Composition", target[1],
                                        expression="SET addenda = list_append(if_not_exists(addenda, :none), :new)",
                                        values={":none": [], ":new": [addendum]}))
+    from expediente import events  # committed with the signature to the outbox (decision 0028)
+
+    signed = events.NoteSigned(tenant_id=ctx.tenant, note_id=note_id, patient_id=patient, version=version,
+                               note_type=compositions.note_type(note).kind, provenance_id=provenance_id,
+                               addendum_of=target[1] if target else None, request_id=ctx.request_id)
     repo.save(ctx, writes, now=now, extra=extra,
               entry=AuditEntry("Composition", Action.OPERATION, note_id, (patient,), 200,
                                detail={"operation": "$sign", "type": checked.kind.kind, "kid": key.kid,
-                                       **({"addendum-of": target[1]} if target else {})}))
+                                       **({"addendum-of": target[1]} if target else {})}), events=(signed,))
     return Signed(note, version, provenance)
 
 

@@ -28,15 +28,18 @@ from expediente.api import (
 from expediente.audit import Action, AuditEntry
 from expediente.clinical import new_id
 from expediente.context import RequestContext, service_context
-from expediente.errors import Invalid, MethodNotAllowed
+from expediente.errors import Invalid, MethodNotAllowed, ServiceUnavailable
 from expediente.fhir import searchset
 from expediente.permissions import Interaction
 from expediente.routes import ClinicalRoutes, patients_of
+from expediente.store import transact
 
 from . import logic
 from .repository import find_by_number, repository, result_summary
 
 if TYPE_CHECKING:
+    from datetime import datetime
+
     from .outbox import Queued
 
 app = create_app()
@@ -64,14 +67,23 @@ def create_order() -> Response[str]:
     def run() -> Response[str]:
         queued: list[Queued] = []
 
-        def to_outbox(order: dict[str, Any]) -> None:
-            if logic.category_of(order) == logic.LABORATORY:
-                from . import outbox  # the HL7 codec loads on the first lab order, not at cold start
+        def to_outbox(order: dict[str, Any]) -> Callable[[], None] | None:
+            if logic.category_of(order) != logic.LABORATORY:
+                return None
+            from . import outbox  # the HL7 codec loads on the first lab order, not at cold start
 
-                queued[:] = [outbox.queue(ctx, order)]
+            message = outbox.queue(ctx, order)
+            queued[:] = [message]
+
+            def withdraw() -> None:  # the order was not committed: its message must not stay behind
+                queued.clear()
+                outbox.withdraw(message)
+
+            return withdraw
 
         saved = logic.create(ctx, body, repo=repository(), patient_exists=_patient_exists, new_id=new_id,
-                             before_commit=to_outbox)
+                             before_commit=to_outbox,
+                             announce=lambda order: [_queued_event(ctx, order["id"], m) for m in queued])
         order = saved.resource
         _publish(lambda ev: ev.OrderStatusChanged(tenant_id=ctx.tenant, order_id=order["id"],
                                                   patient_id=records.subject_of(order) or "", status="requested",
@@ -148,18 +160,32 @@ def order_status(resource_id: str) -> Response[str]:
         from . import outbox
 
         try:
-            _announce(ctx, order_id, outbox.queue(ctx, order, control="CA"))
+            message = outbox.queue(ctx, order, control="CA")
         except (BotoCoreError, ClientError):
             # The cancellation is committed and OrderStatusChanged announces it; only the ORM^O01 CA failed.
             logger.exception("cancellation message not queued", extra={"tenant": ctx.tenant, "order_id": order_id})
+        else:
+            # The S3 message is the change committed here: its event goes to the event outbox before it is
+            # published, so a failed PutEvents leaves it to the relay (decision 0028).
+            event = _queued_event(ctx, order_id, message)
+            try:
+                transact([], events=(event,))
+            except ServiceUnavailable:
+                logger.warning("event not written to the outbox", extra={"tenant": ctx.tenant, "order_id": order_id})
+            _publish(lambda ev: event)
     return routes.saved(order, saved.version)
 
 
+def _queued_event(ctx: RequestContext, order_id: str, message: Queued) -> Any:
+    from expediente import events
+
+    return events.OrderMessageQueued(tenant_id=ctx.tenant, order_id=order_id, message_type=message.message_type,
+                                     control_id=message.control_id, bucket=message.bucket, object_key=message.key,
+                                     request_id=ctx.request_id)
+
+
 def _announce(ctx: RequestContext, order_id: str, message: Queued) -> None:
-    _publish(lambda ev: ev.OrderMessageQueued(tenant_id=ctx.tenant, order_id=order_id,
-                                              message_type=message.message_type, control_id=message.control_id,
-                                              bucket=message.bucket, object_key=message.key,
-                                              request_id=ctx.request_id))
+    _publish(lambda ev: _queued_event(ctx, order_id, message))
 
 
 @app.post(r"/fhir/ServiceRequest/<resource_id>/\$dicom-upload")
@@ -233,6 +259,28 @@ def on_images_ingested(detail: dict[str, Any]) -> None:
         logger.info("imaging order started by its images", extra={"tenant": ctx.tenant, "order_id": event.order_id})
 
 
+# ------------------------------------------------------------------ outbox relay (schedule) ---
+
+
+def relay_outbox(now: datetime | None = None) -> dict[str, int]:
+    """Publish every tenant's domain events left in the outbox for over a minute (decision 0028).
+
+    They are the events of committed changes whose ``PutEvents`` failed (or whose Lambda stopped) after
+    the commit. One tenant's failure is logged and does not stop the others; the next run retries.
+    """
+    from expediente import metrics, outbox, tenants
+
+    report = outbox.relay(tenants.registered_tenants(), now=now)
+    metrics.count("EventsRelayed", report.relayed)
+    metrics.count("OutboxBacklog", report.found)
+    metrics.count("OutboxStale", report.stale)  # alarmed: events the relay has failed to deliver for minutes
+    if report.found or report.tenants_failed:
+        logger.info("outbox relayed", extra={"found": report.found, "relayed": report.relayed,
+                                             "failed": report.failed, "tenants_failed": len(report.tenants_failed)})
+    return {"found": report.found, "relayed": report.relayed, "failed": report.failed,
+            "tenants_failed": len(report.tenants_failed)}
+
+
 _CONSUMED = {"ResultRecorded": on_result_recorded, "DicomInstanceIngested": on_images_ingested}
 
 
@@ -256,6 +304,8 @@ def _consume(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
 
 @logger.inject_lambda_context(clear_state=True)
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    if event.get("source") == "aws.events" and event.get("detail-type") == "Scheduled Event":
+        return relay_outbox()  # ScheduleDef outbox_relay, every minute (decision 0028)
     records_ = event.get("Records") or []
     if records_ and records_[0].get("eventSource") == "aws:sqs":
         return _consume(event, context)

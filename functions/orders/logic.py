@@ -14,7 +14,7 @@ Pure domain code: collaborators come in as arguments.
 from __future__ import annotations
 
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -200,14 +200,27 @@ def _with_status(resource: dict[str, Any], status: str, reason: str | None = Non
 PatientCheck = Callable[[RequestContext, str], bool]
 
 
+def status_changed(ctx: RequestContext, order: dict[str, Any], previous_status: str | None) -> Any:
+    """The ``OrderStatusChanged`` of a stored order version: committed with it to the outbox (decision 0028)."""
+    from expediente import events  # the event models load on the first write only
+
+    return events.OrderStatusChanged(tenant_id=ctx.tenant, order_id=order["id"],
+                                     patient_id=records.subject_of(order) or "", status=order_status(order),
+                                     previous_status=previous_status, request_id=ctx.request_id)
+
+
 def create(ctx: RequestContext, body: dict[str, Any], *, repo: ClinicalRepository, patient_exists: PatientCheck,
            new_id: Callable[[], str], clock: Callable[[], datetime] | None = None,
            number: Callable[[str], str] = new_number,
-           before_commit: Callable[[dict[str, Any]], None] | None = None) -> Saved:
+           before_commit: Callable[[dict[str, Any]], Callable[[], None] | None] | None = None,
+           announce: Callable[[dict[str, Any]], Sequence[Any]] | None = None) -> Saved:
     """Place an order for a patient's open encounter; it starts ``requested`` with its number.
 
     ``before_commit`` receives the final order just before it is stored (the HL7 outbox writes
-    the lab's ORM^O01 there, so a committed lab order always has its message).
+    the lab's ORM^O01 there, so a committed lab order always has its message); it may return an
+    undo, called when that attempt is not committed (a failed or conflicting transaction), so a
+    failed request leaves no message behind. ``announce`` (called after it) returns more events
+    to commit with the order, besides its ``OrderStatusChanged`` (decision 0028).
     """
     if not ctx.practitioner_id:
         raise Forbidden("Your user is not linked to a Practitioner; orders name who requested them")
@@ -245,16 +258,21 @@ def create(ctx: RequestContext, body: dict[str, Any], *, repo: ClinicalRepositor
         validate("ServiceRequest", resource)
         from .repository import number_guard
 
-        if before_commit is not None:
-            before_commit(resource)
+        undo = before_commit(resource) if before_commit is not None else None
+        committed = False
         try:
+            announced = (status_changed(ctx, resource, None), *(announce(resource) if announce is not None else ()))
             repo.put(ctx, resource, index=index_entry, now=now,
                      extra=[number_guard(repo.table, ctx.tenant, value, order_id)],
-                     detail={"category": "laboratory" if kind == LABORATORY else "imaging"})
+                     detail={"category": "laboratory" if kind == LABORATORY else "imaging"}, events=announced)
+            committed = True
         except Conflict as exc:
             if isinstance(exc.__cause__, TransactionConflict):
                 continue  # the number was taken at the same moment: draw another
             raise
+        finally:
+            if not committed and undo is not None:
+                undo()
         return Saved(resource, 1)
     raise Conflict("Could not assign an order number; try again")
 
@@ -288,7 +306,8 @@ def change_status(ctx: RequestContext, order_id: str, status: str, *, reason: st
     resource = stamp(_with_status(current.resource, status, reason if status == "cancelled" else None),
                      order_id, version, now)
     repo.put(ctx, resource, index=index_entry, now=now, previous=current, action=Action.OPERATION,
-             detail={"operation": "$status", "status": f"{before}->{status}"})
+             detail={"operation": "$status", "status": f"{before}->{status}"},
+             events=(status_changed(ctx, resource, before),))
     return Saved(resource, version, previous_status=before)
 
 
@@ -348,7 +367,8 @@ def advance_with_results(ctx: RequestContext, order_id: str, *, repo: ClinicalRe
         version = current.version + 1
         resource = stamp(_with_status(current.resource, move), order_id, version, now)
         repo.put(ctx, resource, index=index_entry, now=now, previous=current, action=Action.OPERATION,
-                 detail={"operation": "results", "status": f"{before}->{move}"})
+                 detail={"operation": "results", "status": f"{before}->{move}"},
+                 events=(status_changed(ctx, resource, before),))
         saved.append(Saved(resource, version, previous_status=before))
         current = Stored(resource, version, now)
     return saved
@@ -369,5 +389,6 @@ def start_with_images(ctx: RequestContext, order_id: str, *, repo: ClinicalRepos
     version = current.version + 1
     resource = stamp(_with_status(current.resource, "in-process"), order_id, version, now)
     repo.put(ctx, resource, index=index_entry, now=now, previous=current, action=Action.OPERATION,
-             detail={"operation": "images", "status": "requested->in-process"})
+             detail={"operation": "images", "status": "requested->in-process"},
+             events=(status_changed(ctx, resource, "requested"),))
     return [Saved(resource, version, previous_status="requested")]

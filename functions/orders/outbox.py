@@ -33,6 +33,7 @@ class Queued:
     key: str
     control_id: str
     message_type: str = "ORM^O01"
+    version_id: str | None = None
 
 
 def _ext(items: list[dict[str, Any]] | None, url: str) -> dict[str, Any]:
@@ -90,7 +91,28 @@ def queue(ctx: RequestContext, order: dict[str, Any], *, control: str = "NW") ->
     clues = logic.clinic_of(order) or "sin-clues"
     key = f"{ctx.tenant}/hl7/outbox/{clues}/{now:%Y/%m/%d}/{control_id}.hl7"
     bucket = settings().bucket_documents
-    aws.client("s3").put_object(Bucket=bucket, Key=key, Body=text.encode("utf-8"),
-                                ContentType="x-application/hl7-v2+er7",
-                                Metadata={"order-id": order["id"], "control-id": control_id, "order-control": control})
-    return Queued(bucket, key, control_id)
+    put = aws.client("s3").put_object(Bucket=bucket, Key=key, Body=text.encode("utf-8"),
+                                      ContentType="x-application/hl7-v2+er7",
+                                      Metadata={"order-id": order["id"], "control-id": control_id,
+                                                "order-control": control})
+    return Queued(bucket, key, control_id, version_id=put.get("VersionId"))
+
+
+def withdraw(message: Queued) -> None:
+    """Erase the message of an order that was not committed: its exact version, so the laboratory never
+    sees it and no copy of the patient's data stays behind a delete marker. It is not a clinical record
+    (the order does not exist); the orders function may erase only these versions, under its tenant's
+    ``hl7/outbox/`` prefix (``infra.tenancy``). Best effort: if S3 refuses, the message stays, never
+    announced, and is logged by key (tenant, clinic, control id: no patient data)."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    args = {"Bucket": message.bucket, "Key": message.key}
+    if message.version_id:
+        args["VersionId"] = message.version_id
+    try:
+        aws.client("s3").delete_object(**args)
+    except (BotoCoreError, ClientError) as exc:
+        from expediente.api import logger
+
+        logger.warning("outbox message of an uncommitted order not withdrawn",
+                       extra={"key": message.key, "error": aws.error_code(exc) or type(exc).__name__})

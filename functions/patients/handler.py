@@ -14,7 +14,7 @@ from urllib.parse import parse_qsl
 from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from expediente import audit
+from expediente import arco, audit
 from expediente import identifiers as ids
 from expediente.api import (
     base_url,
@@ -34,7 +34,7 @@ from expediente.fhir import history_bundle, page_size, parse_if_match, query_fin
 from expediente.permissions import Interaction
 from expediente.store import Stored
 
-from . import logic, search
+from . import everything, logic, search
 from .repository import repository
 
 app = create_app()
@@ -144,6 +144,8 @@ def search_patients() -> Response[str]:
     else:
         results, next_token = repository().search(ctx, q, limit=limit, page=params.get("_page"),
                                                   fingerprint=fingerprint)
+    if arco.applies_to(ctx):  # records blocked by an ARCO cancellation are out of clinical use
+        results = [s for s in results if not arco.blocked_until(s)]
     patient_ids = tuple(s.resource["id"] for s in results)
     audit.record(ctx, AuditEntry("Patient", Action.SEARCH, None, patient_ids, 200,
                                  query_params=tuple(sorted(params))))
@@ -171,7 +173,7 @@ def read_patient(patient_id: str) -> Response[str]:
 def vread_patient(patient_id: str, version: str) -> Response[str]:
     ctx = request_context(app)
     ctx.require("Patient", Interaction.VREAD)
-    ctx.require_own_patient(_patient_id(patient_id))
+    logic.read(ctx, _patient_id(patient_id), repo=repository())  # 404 for another patient, 403 when blocked
     stored = repository().get_version(ctx, patient_id, int(version)) if version.isdigit() else None
     if stored is None:
         raise NotFound(f"Patient/{patient_id}/_history/{version} not found")
@@ -243,6 +245,45 @@ def merge_patients() -> Response[str]:
             {"name": "result", "resource": new_target},
         ]}
         return fhir_response(result)
+
+    return idempotent(app, ctx, run)
+
+
+@app.get(r"/fhir/Patient/<patient_id>/\$everything")
+def patient_everything(patient_id: str) -> Response[str]:
+    """``Patient/$everything``: the whole record as one searchset Bundle (NOM-024 export, ARCO access).
+
+    One audit record names the patient, the operation and the number of entries of the page.
+    """
+    ctx = request_context(app)
+    ctx.require("Patient", Interaction.EVERYTHING)
+    patient = logic.read(ctx, _patient_id(patient_id), repo=repository())
+    params = query_params(app)
+    page = everything.collect(ctx, patient, params, limit=page_size(params), medications=everything.formulary_items)
+    audit.record(ctx, AuditEntry("Patient", Action.OPERATION, patient_id, (patient_id,), 200,
+                                 query_params=tuple(sorted(params)),
+                                 detail={"operation": "$everything", "entries": str(page.count)}))
+    total = len(page.matches) if page.next_token is None and not params.get("_page") else None
+    bundle = searchset(base_url=base_url(app), path=f"/fhir/Patient/{patient_id}/$everything", params=params,
+                       resources=page.matches, next_token=page.next_token, total=total, included=page.included)
+    return fhir_response(bundle)
+
+
+@app.post(r"/fhir/Patient/<patient_id>/\$arco-cancel")
+def arco_cancel(patient_id: str) -> Response[str]:
+    """Record an ARCO cancellation request: the record is blocked from clinical use, never deleted."""
+    ctx = request_context(app)
+    ctx.require("Patient", Interaction.ARCO_CANCEL)
+    body = json_body(app, resource_type="Parameters")
+    request = logic.cancellation_request(body, today=logic.utc_now().date().isoformat())
+
+    def run() -> Response[str]:
+        saved = logic.arco_cancel(ctx, _patient_id(patient_id), request, repo=repository(),
+                                  last_act=lambda current: everything.last_act(ctx, current))
+        logger.info("patient record blocked (ARCO cancellation)", extra={"tenant": ctx.tenant,
+                                                                         "patient_id": patient_id})
+        return fhir_response(saved.resource, version=saved.version,
+                             last_modified=saved.resource["meta"]["lastUpdated"])
 
     return idempotent(app, ctx, run)
 

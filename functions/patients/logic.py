@@ -12,6 +12,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
+from expediente import arco
 from expediente import identifiers as ids
 from expediente.context import RequestContext
 from expediente.errors import Conflict, Duplicate, Invalid, NotFound, PreconditionFailed, Unprocessable
@@ -31,6 +32,7 @@ from .model import (
 )
 
 _SERVER_META = ("versionId", "lastUpdated")
+ARCO_TAGS = "urn:expediente:fhir:CodeSystem:arco"
 Clock = Callable[[], datetime]
 
 
@@ -53,6 +55,7 @@ class Repository(Protocol):
     def update(self, ctx: RequestContext, patient_id: str, resource: dict[str, Any], demo: Demographics,
                previous: Stored, old: Demographics, now: str, extra: Sequence[dict[str, Any]] = ()) -> None: ...
     def merge(self, ctx: RequestContext, source: Change, target: Change, now: str) -> None: ...
+    def block(self, ctx: RequestContext, change: Change, now: str, *, until: str, request_date: str) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -217,7 +220,9 @@ def render(patient_id: str, demo: Demographics, body: dict[str, Any], *, version
     first_name = {**(body.get("name") or [{}])[0], "use": "official", "family": family,
                   "_family": {"extension": family_ext}, "given": list(demo.given)}
     first_name.pop("text", None)
-    extensions = [e for e in body.get("extension") or [] if e.get("url") not in (BIRTH_PLACE, NATIONALITY)]
+    # The ARCO block is server-managed (arco_cancel): a client's copy of its extension or tag is dropped.
+    extensions = [e for e in body.get("extension") or []
+                  if e.get("url") not in (BIRTH_PLACE, NATIONALITY, arco.BLOCK_EXTENSION)]
     extensions.append({"url": BIRTH_PLACE, "valueAddress": {"state": demo.birth_state,
                                                            "country": "MEX" if demo.birth_state != "NE" else None}})
     if extensions[-1]["valueAddress"]["country"] is None:
@@ -229,7 +234,7 @@ def render(patient_id: str, demo: Demographics, body: dict[str, Any], *, version
     first_address = {**addresses[0], "state": state, "district": municipality, "country": "MEX"}
     first_address["extension"] = [e for e in first_address.get("extension") or [] if e.get("url") != LOCALITY]
     first_address["extension"].append({"url": LOCALITY, "valueString": locality})
-    tags = [t for t in (body.get("meta") or {}).get("tag") or [] if t.get("system") != TAG_SYSTEM]
+    tags = [t for t in (body.get("meta") or {}).get("tag") or [] if t.get("system") not in (TAG_SYSTEM, ARCO_TAGS)]
     if not demo.curp:
         tags.append({"system": TAG_SYSTEM, "code": PENDING_IDENTIFICATION,
                      "display": "Registered without CURP; identify when possible"})
@@ -293,11 +298,14 @@ def _refuse_duplicates(ctx: RequestContext, demo: Demographics, repo: Repository
 
 
 def read(ctx: RequestContext, patient_id: str, *, repo: Repository) -> Stored:
-    """The current version; 404 for a missing id, another tenant's id, or another patient's (patient role)."""
+    """The current version; 404 for a missing id, another tenant's id, or another patient's (patient role);
+    403 for a record blocked by an ARCO cancellation when the caller's role is one the block applies to."""
     ctx.require_own_patient(patient_id)
     stored = repo.get(ctx, patient_id)
     if stored is None:
         raise NotFound(f"Patient/{patient_id} not found")
+    if arco.applies_to(ctx):
+        arco.check_open(stored)
     return stored
 
 
@@ -321,6 +329,7 @@ def update(ctx: RequestContext, patient_id: str, body: dict[str, Any], *, if_mat
     if body.get("id") not in (None, patient_id):
         raise Invalid(f"Patient.id {body.get('id')!r} does not match the URL id {patient_id}", expression="Patient.id")
     current = read(ctx, patient_id, repo=repo)
+    arco.check_open(current)  # a blocked record takes no new data, whoever sends it
     if current.version != if_match:
         raise PreconditionFailed(f"Patient/{patient_id} is at version {current.version}, not {if_match}",
                                  headers={"ETag": f'W/"{current.version}"'})
@@ -351,6 +360,8 @@ def merge(ctx: RequestContext, source_id: str, target_id: str, *, repo: Reposito
     if source_id == target_id:
         raise Invalid("source-patient and target-patient must be different records")
     source, target = read(ctx, source_id, repo=repo), read(ctx, target_id, repo=repo)
+    arco.check_open(source)
+    arco.check_open(target)
     source_demo, target_demo = stored_demographics(source), stored_demographics(target)
     for demo, which in ((source_demo, source_id), (target_demo, target_id)):
         if any(kind == "replaced-by" for _, kind in demo.links):
@@ -365,3 +376,68 @@ def merge(ctx: RequestContext, source_id: str, target_id: str, *, repo: Reposito
     repo.merge(ctx, Change(new_source, new_source_demo, source, source_demo),
                Change(new_target, new_target_demo, target, target_demo), now)
     return new_source, new_target
+
+
+# ------------------------------------------------------------------ ARCO ---
+
+
+@dataclass(frozen=True)
+class CancellationRequest:
+    """An ARCO cancellation request the clinic received: when the patient made it, and why."""
+
+    request_date: str
+    reason: str
+
+
+def cancellation_request(body: dict[str, Any], *, today: str) -> CancellationRequest:
+    """``Parameters``: ``reason`` (valueString) and ``requestDate`` (valueDate, not in the future); else 400."""
+    values = {p.get("name"): p for p in body.get("parameter") or [] if isinstance(p, dict)}
+    reason = (values.get("reason") or {}).get("valueString")
+    if not isinstance(reason, str) or not reason.strip() or len(reason) > 2000:
+        raise Invalid("reason is required as a valueString of 1-2000 characters", expression="Parameters.reason")
+    request_date = (values.get("requestDate") or {}).get("valueDate")
+    if not isinstance(request_date, str) or len(request_date) != 10:
+        raise Invalid("requestDate is required as a valueDate (YYYY-MM-DD)", expression="Parameters.requestDate")
+    try:
+        datetime.strptime(request_date, "%Y-%m-%d")
+    except ValueError as exc:
+        raise Invalid(f"requestDate {request_date!r} is not a date", expression="Parameters.requestDate") from exc
+    if request_date > today:
+        raise Invalid("requestDate cannot be in the future", expression="Parameters.requestDate")
+    return CancellationRequest(request_date, reason.strip())
+
+
+def arco_cancel(ctx: RequestContext, patient_id: str, request: CancellationRequest, *, repo: Repository,
+                last_act: Callable[[Stored], str], clock: Clock = utc_now) -> Saved:
+    """Block the record (ARCO cancellation) instead of deleting it: a new Patient version, never an erasure.
+
+    The new version is inactive, tagged and carries the request in an extension; its item carries the
+    date the retention period ends (:data:`expediente.arco.BLOCK_ATTR`): five years after the last act
+    on the record (``last_act``, NOM-004-SSA3 5.4). 409 when the record is already blocked.
+    """
+    current = read(ctx, patient_id, repo=repo)
+    until = arco.blocked_until(current)
+    if until:
+        raise Conflict(f"Patient/{patient_id} is already blocked by an ARCO cancellation request until {until}")
+    previous = stored_demographics(current)
+    last = last_act(current)
+    retention = arco.retention_end(datetime.fromisoformat(last.replace("Z", "+00:00")).date()).isoformat()
+    now = _timestamp(clock)
+    demo = replace(previous, active=False)
+    body = {**current.resource, "extension": [*(current.resource.get("extension") or []), {
+        "url": arco.BLOCK_EXTENSION, "extension": [
+            {"url": "requestDate", "valueDate": request.request_date},
+            {"url": "recorded", "valueInstant": now},
+            {"url": "reason", "valueString": request.reason},
+            {"url": "lastAct", "valueDateTime": last},
+            {"url": "retentionUntil", "valueDate": retention},
+        ]}]}
+    resource = render(patient_id, demo, body, version=current.version + 1, now=now)
+    resource["extension"].append(body["extension"][-1])
+    resource["meta"]["tag"] = [*(resource["meta"].get("tag") or []), {
+        "system": ARCO_TAGS, "code": arco.BLOCK_TAG,
+        "display": f"Blocked by an ARCO cancellation request; kept until {retention} (NOM-004-SSA3 5.4)"}]
+    validate("Patient", resource)
+    repo.block(ctx, Change(resource, demo, current, previous), now, until=retention,
+               request_date=request.request_date)
+    return Saved(resource, current.version + 1, created=False)

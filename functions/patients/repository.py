@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from functools import cache
 from typing import Any
 
-from expediente import audit, aws, tenants
+from expediente import arco, audit, aws, tenants
 from expediente.audit import Action, AuditEntry
 from expediente.context import RequestContext, TenantId
 from expediente.errors import Conflict, Duplicate, PreconditionFailed
@@ -155,8 +155,13 @@ class PatientRepository:
         ops += self._guard_changes(ctx.tenant, patient_id, None, demo)
         ops += self._index_changes(ctx.tenant, patient_id, None, demo)
         ops += audit.audit_puts(ctx, AuditEntry("Patient", Action.CREATE, patient_id, (patient_id,), 201))
+        from expediente import events, identifiers  # the event models load on the first write only
+
+        registered = events.PatientRegistered(
+            tenant_id=ctx.tenant, patient_id=patient_id, request_id=ctx.request_id,
+            has_curp=any(i.get("system") == identifiers.CURP_SYSTEM for i in resource.get("identifier") or []))
         try:
-            transact(ops)
+            transact(ops, events=(registered,))  # the event in the outbox with the record (decision 0028)
         except TransactionConflict as exc:
             owner = self.find_by_curp(ctx, demo.curp) if demo.curp else None
             if owner:
@@ -177,8 +182,12 @@ class PatientRepository:
         ops += self._guard_changes(ctx.tenant, patient_id, old, demo)
         ops += self._index_changes(ctx.tenant, patient_id, old, demo)
         ops += audit.audit_puts(ctx, AuditEntry("Patient", Action.UPDATE, patient_id, (patient_id,), 200))
+        from expediente import events
+
+        updated = events.PatientUpdated(tenant_id=ctx.tenant, patient_id=patient_id, version=previous.version + 1,
+                                        request_id=ctx.request_id)
         try:
-            transact(ops)
+            transact(ops, events=(updated,))  # the event in the outbox with the record (decision 0028)
         except TransactionConflict as exc:
             if exc.failed(0):
                 raise PreconditionFailed(f"Patient/{patient_id} was changed by someone else; read it again") from exc
@@ -196,10 +205,28 @@ class PatientRepository:
         ids = (source.resource["id"], target.resource["id"])
         ops += audit.audit_puts(ctx, AuditEntry("Patient", Action.MERGE, ids[1], ids, 200,
                                                    detail={"source": ids[0], "target": ids[1]}))
+        from expediente import events
+
+        merged = events.PatientMerged(tenant_id=ctx.tenant, source_patient_id=ids[0], target_patient_id=ids[1],
+                                      request_id=ctx.request_id)
+        try:
+            transact(ops, events=(merged,))  # the event in the outbox with the records (decision 0028)
+        except TransactionConflict as exc:
+            raise Conflict("One of the records changed during the merge; read both and try again") from exc
+
+    def block(self, ctx: RequestContext, change: Change, now: str, *, until: str, request_date: str) -> None:
+        """Write the blocked version (its item carries the end of retention), its index change and the
+        audit record, atomically; 412 if the record changed meanwhile. Nothing is deleted."""
+        pid = change.resource["id"]
+        ops = self.store.write(ctx.tenant, pid, change.resource, version=change.previous.version + 1,
+                               last_updated=now, attrs={arco.BLOCK_ATTR: until})
+        ops += self._index_changes(ctx.tenant, pid, change.old, change.demo)
+        ops += audit.audit_puts(ctx, AuditEntry("Patient", Action.OPERATION, pid, (pid,), 200, detail={
+            "operation": "$arco-cancel", "request_date": request_date, "retention_until": until}))
         try:
             transact(ops)
         except TransactionConflict as exc:
-            raise Conflict("One of the records changed during the merge; read both and try again") from exc
+            raise PreconditionFailed(f"Patient/{pid} was changed by someone else; try again") from exc
 
 
 @cache

@@ -361,7 +361,7 @@ class BlockingAlerts(Conflict):
 def _kms_signer() -> Any:
     from expediente import aws, signing
 
-    return signing.KmsSigner(aws.client("kms"))
+    return signing.KmsSigner(aws.unscoped_client("kms"))  # signing keys: execution role (decision 0023)
 
 
 @app.post(r"/fhir/MedicationRequest/<resource_id>/\$status")

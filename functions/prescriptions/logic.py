@@ -531,8 +531,19 @@ def change_status(ctx: RequestContext, prescription_id: str, status: str, *, rea
     repo.save(ctx, [Write(MR, resource, version, index_entry(resource), previous=index_entry(current.resource),
                           attrs=current.attrs)], now=now,
               entry=AuditEntry(MR, Action.OPERATION, prescription_id, (patient,), 200,
-                               detail={"operation": "$status", "status": status, "previous": previous}))
+                               detail={"operation": "$status", "status": status, "previous": previous}),
+              events=(_event("PrescriptionStatusChanged", tenant_id=ctx.tenant, medication_request_id=prescription_id,
+                             patient_id=patient, status=status, previous_status=previous,
+                             request_id=ctx.request_id),))
     return StatusChange(resource, version, previous)
+
+
+def _event(kind: str, **values: Any) -> Any:
+    """A domain event committed with its change to the outbox (decision 0028); models load on first write."""
+    from expediente import events
+
+    model: Any = getattr(events, kind)
+    return model(**values)
 
 
 # ---------------------------------------------------------------- dispensing ---
@@ -627,7 +638,10 @@ def dispense(ctx: RequestContext, body: Mapping[str, Any], *, repo: ClinicalRepo
     repo.save(ctx, writes, now=now, extra=extra,
               entry=AuditEntry(DISPENSE, Action.CREATE, dispense_id, (patient,), 201,
                                detail={"prescription": prescription_id, "dispensation": str(done + 1),
-                                       "of": str(allowed)}))
+                                       "of": str(allowed)}),
+              events=(_event("MedicationDispensed", tenant_id=ctx.tenant, dispense_id=dispense_id,
+                             medication_request_id=prescription_id, patient_id=records.subject_of(resource) or "",
+                             remaining=allowed - done - 1, request_id=ctx.request_id),))
     return Dispensed(resource, prescription, allowed - done - 1, completed)
 
 

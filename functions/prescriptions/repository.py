@@ -93,6 +93,10 @@ def token_item(token: str, tenant: TenantId, request_id: str) -> dict[str, Any]:
 
 
 def find_token(token: str) -> tuple[TenantId, str] | None:
-    """The tenant and prescription id a receta token names, or None."""
-    item = get_item(settings().table_prescriptions, {"pk": f"RECETA#{token}", "sk": "TOKEN"})
+    """The tenant and prescription id a receta token names, or None.
+
+    Read with the execution role (decision 0023): no tenant is known before the token names one.
+    """
+    with aws.global_access():
+        item = get_item(settings().table_prescriptions, {"pk": f"RECETA#{token}", "sk": "TOKEN"})
     return None if item is None else (TenantId(str(item["tenant"])), str(item["rid"]))

@@ -236,13 +236,19 @@ def _store(ctx: RequestContext, plan: _Plan, document: dict[str, Any], *, key: K
                                                   detail={"operation": "$override", "prescription": prescription_id,
                                                           "severity": severity}))
     group = plan.item.sale_group
+    from expediente import events  # committed with the signature to the outbox (decision 0028)
+
+    signed = events.PrescriptionSigned(
+        tenant_id=ctx.tenant, medication_request_id=prescription_id, patient_id=records.subject_of(resource) or "",
+        version=version, provenance_id=provenance_id, controlled_group=group if group in ("I", "II", "III") else None,
+        overridden_alerts=len(plan.overrides), request_id=ctx.request_id)
     repo.save(ctx, [Write(MR, resource, version, logic.index_entry(resource),
                           previous=logic.index_entry(current.resource), attrs=attrs),
                     Write("Provenance", provenance, 1, Entry(sort=now, facets={}), attrs={"patient": plan.patient}),
                     *plan.writes.values()], now=now, extra=extra,
               entry=AuditEntry(MR, Action.OPERATION, prescription_id, (plan.patient,), 200,
                                detail={"operation": "$sign", "kid": key.kid, "overrides": str(len(plan.overrides)),
-                                       **({"group": group} if group else {})}))
+                                       **({"group": group} if group else {})}), events=(signed,))
     return Signed(resource, version, provenance, receta_token, len(plan.overrides), plan.issues, group)
 
 

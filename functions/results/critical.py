@@ -242,7 +242,8 @@ def acknowledge(ctx: RequestContext, observation_id: str, body: Mapping[str, Any
                               previous=index_entry(alert))], now=now,
                   entry=AuditEntry(COMMUNICATION, Action.OPERATION, alert["id"],
                                    (records.subject_of(alert) or "",), 200,
-                                   detail={"operation": "$acknowledge", "observation": observation_id}))
+                                   detail={"operation": "$acknowledge", "observation": observation_id}),
+                  events=(acknowledged_event(ctx, updated),))  # the outbox (decision 0028)
         saved.append(Saved(updated, version))
     return saved
 
@@ -310,17 +311,19 @@ def escalate_due(ctx: RequestContext, *, repo: ClinicalRepository, policy: Polic
                                  *extensions]}
         version = current.version + 1
         updated = stamp(updated, alert["id"], version, now)
+        escalated = events.CriticalResultEscalated(
+            tenant_id=ctx.tenant, request_id=ctx.request_id, alert_id=alert["id"],
+            observation_id=observation_of(alert), patient_id=records.subject_of(alert) or "",
+            clinic=clinic_of(alert), level=level, practitioner_id=contact, acknowledge_by=deadline)
         try:
             repo.save(ctx, [Write(COMMUNICATION, updated, version, index_entry(updated),
                                   previous=index_entry(alert))], now=now,
                       entry=AuditEntry(COMMUNICATION, Action.UPDATE, alert["id"], (records.subject_of(alert) or "",),
-                                       200, detail={"operation": "escalate", "level": str(level)}))
+                                       200, detail={"operation": "escalate", "level": str(level)}),
+                      events=(escalated,))  # in the outbox with the escalation (decision 0028)
         except Conflict:
             continue  # acknowledged or escalated at the same moment: nothing to do
-        published.append(events.CriticalResultEscalated(
-            tenant_id=ctx.tenant, request_id=ctx.request_id, alert_id=alert["id"],
-            observation_id=observation_of(alert), patient_id=records.subject_of(alert) or "",
-            clinic=clinic_of(alert), level=level, practitioner_id=contact, acknowledge_by=deadline))
+        published.append(escalated)
     return published
 
 

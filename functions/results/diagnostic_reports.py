@@ -187,7 +187,8 @@ def _prepare(ctx: RequestContext, resource: dict[str, Any], patient_id: str, *, 
 
 
 def _commit(ctx: RequestContext, prepared: Prepared, *, repo: ClinicalRepository, now: str) -> Recorded:
-    repo.save(ctx, list(prepared.writes), now=now, entry=prepared.entry)
+    repo.save(ctx, list(prepared.writes), now=now, entry=prepared.entry,
+              events=prepared.events)  # in the outbox with the report (decision 0028)
     return Recorded(Saved(prepared.resource, prepared.version), prepared.events)
 
 

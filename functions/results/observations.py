@@ -362,7 +362,8 @@ def _prepare(ctx: RequestContext, resource: dict[str, Any], links: Links, *, rep
 
 
 def _commit(ctx: RequestContext, prepared: Prepared, *, repo: ClinicalRepository, now: str) -> Recorded:
-    repo.save(ctx, list(prepared.writes), now=now, extra=prepared.extra, entry=prepared.entry)
+    repo.save(ctx, list(prepared.writes), now=now, extra=prepared.extra, entry=prepared.entry,
+              events=prepared.events)  # in the outbox with the result (decision 0028)
     return Recorded(Saved(prepared.resource, prepared.version), prepared.events, prepared.alert)
 
 

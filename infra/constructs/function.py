@@ -22,9 +22,9 @@ from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_lambda_event_sources as event_sources
 from aws_cdk import aws_logs as logs
-from constructs import Construct
+from constructs import Construct, IConstruct
 
-from infra import definitions, delivery
+from infra import definitions, delivery, tenancy
 from infra.nag import INLINE_POLICY_REASON, acknowledge, rendered
 from infra.stacks.stateful import SharedResources
 
@@ -104,6 +104,18 @@ class ExpedienteFunction(Construct):
             assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"),
             description=f"Expediente {definition.id} function",
         )
+        # Decision 0023: tenant data is reached only through this role, assumed by the function with the
+        # session tag tenant=<tenant>; its policy names the tenant's keys, objects and encryption context.
+        self.tenant_role = iam.Role(
+            self, "TenantDataRole",
+            assumed_by=iam.PrincipalWithConditions(
+                iam.SessionTagsPrincipal(iam.ArnPrincipal(self.role.role_arn)),
+                {"Null": {f"aws:RequestTag/{tenancy.TENANT_TAG}": "false"},
+                 "ForAllValues:StringEquals": {"aws:TagKeys": [tenancy.TENANT_TAG]}},
+            ),
+            description=f"Expediente {definition.id} function: one tenant's data (session tag tenant)",
+            max_session_duration=cdk.Duration.hours(1),
+        )
         self.log_group = logs.LogGroup(
             self, "Logs", encryption_key=shared.logs_key, retention=LOG_RETENTION,
             removal_policy=cdk.RemovalPolicy.RETAIN,
@@ -121,7 +133,7 @@ class ExpedienteFunction(Construct):
             role=self.role,
             memory_size=definition.memory_mb,
             timeout=cdk.Duration.seconds(definition.timeout_s),
-            environment=self._environment(definition, shared),
+            environment={**self._environment(definition, shared), "TENANT_ROLE_ARN": self.tenant_role.role_arn},
             tracing=lambda_.Tracing.ACTIVE,
             logging_format=lambda_.LoggingFormat.JSON,
             application_log_level_v2=lambda_.ApplicationLogLevel.INFO,
@@ -157,38 +169,106 @@ class ExpedienteFunction(Construct):
 
     def _grant(self, definition: definitions.FunctionDef, shared: SharedResources) -> None:
         tables = self._tables
-        for table_id, table in tables.items():
-            if table_id in definition.writes:
-                table.grant_read_write_data(self.role)
-            else:
-                table.grant_read_data(self.role)
+        self._grant_tenant_data(definition, shared)
+        self._grant_global_data(definition, shared)
         if tables:
-            # Decision 5: every list or search is a Query; a Scan reads every tenant's items.
-            # grant_*_data includes Scan, so it is denied explicitly.
-            self.role.add_to_principal_policy(iam.PolicyStatement(
-                effect=iam.Effect.DENY,
-                actions=["dynamodb:Scan"],
-                resources=[arn for t in tables.values() for arn in (t.table_arn, f"{t.table_arn}/index/*")],
-            ))
-        for bucket_id, bucket in self._buckets.items():
-            # Never DeleteObjectVersion: NOM-004 5.11 forbids erasing clinical records. A function that
-            # moves objects out of a bucket may only add a delete marker (the buckets are versioned).
-            if bucket_id in (*definition.buckets_write, *definition.buckets_read):
-                bucket.grant_read(self.role)
-            if bucket_id in (*definition.buckets_write, *definition.buckets_upload):
-                bucket.grant_put(self.role)
-            if bucket_id in definition.buckets_delete:
-                self.role.add_to_principal_policy(iam.PolicyStatement(
-                    actions=["s3:DeleteObject"], resources=[bucket.arn_for_objects("*")]))
-        # Envelope encryption and blind indexes: data keys come from the app key.
-        shared.app_key.grant_encrypt_decrypt(self.role)
-        shared.app_key.grant(self.role, "kms:GenerateDataKey")
+            # Decision 5: every list or search is a Query; a Scan reads every tenant's items (and carries
+            # no dynamodb:LeadingKeys), so it is denied to both roles explicitly.
+            for role in (self.role, self.tenant_role):
+                role.add_to_principal_policy(iam.PolicyStatement(
+                    effect=iam.Effect.DENY,
+                    actions=["dynamodb:Scan"],
+                    resources=[arn for t in tables.values() for arn in (t.table_arn, f"{t.table_arn}/index/*")],
+                ))
         if definition.puts_events:
             shared.event_bus.grant_put_events_to(self.role)
         if definition.cognito_admin:
             shared.user_pool.grant(self.role, *COGNITO_ADMIN_ACTIONS)
         if definition.signing_keys:
             self._grant_signing_keys(definition.signing_keys)
+
+    def _grant_tenant_data(self, definition: definitions.FunctionDef, shared: SharedResources) -> None:
+        """The tenant data role: the function's tables, buckets and app key, for the tagged tenant only.
+
+        DynamoDB: every partition key (table and index) must match ``<tenant>#*`` or ``TENANT#<tenant>``
+        (``ForAllValues:StringLike`` on ``dynamodb:LeadingKeys``; the ``Null`` test refuses a request
+        that carries no leading key, which ``ForAllValues`` alone would allow). S3: objects under
+        ``<tenant>/`` only, never ``DeleteObjectVersion`` (NOM-004 5.11: a move leaves a delete
+        marker). KMS: the app key only with the encryption context ``tenant=<tenant>``.
+        """
+        role, tag = self.tenant_role, tenancy.PRINCIPAL_TENANT
+        leading = [p.replace("{tenant}", tag) for p in tenancy.TENANT_LEADING_KEYS]
+        objects = [p.replace("{tenant}", tag) for p in tenancy.TENANT_OBJECT_KEYS]
+        for table_id, table in self._tables.items():
+            actions = list(tenancy.TABLE_READ_ACTIONS)
+            if table_id in definition.writes:
+                actions += tenancy.TABLE_WRITE_ACTIONS
+            indexes = [f"{table.table_arn}/index/*"] if definitions.table(table_id).indexes else []
+            role.add_to_principal_policy(iam.PolicyStatement(
+                actions=sorted(actions), resources=[table.table_arn, *indexes],
+                conditions={"ForAllValues:StringLike": {"dynamodb:LeadingKeys": leading},
+                            "Null": {"dynamodb:LeadingKeys": "false"}},
+            ))
+        for bucket_id, bucket in self._buckets.items():
+            actions = []
+            if bucket_id in (*definition.buckets_write, *definition.buckets_read):
+                actions += tenancy.OBJECT_READ_ACTIONS
+            if bucket_id in (*definition.buckets_write, *definition.buckets_upload):
+                actions += tenancy.OBJECT_PUT_ACTIONS
+            if bucket_id in definition.buckets_delete:
+                actions += tenancy.OBJECT_DELETE_ACTIONS
+            role.add_to_principal_policy(iam.PolicyStatement(
+                actions=sorted(actions), resources=[bucket.arn_for_objects(p) for p in objects]))
+            if bucket_id in (*definition.buckets_write, *definition.buckets_read):
+                role.add_to_principal_policy(iam.PolicyStatement(
+                    actions=list(tenancy.BUCKET_LIST_ACTIONS), resources=[bucket.bucket_arn],
+                    conditions={"StringLike": {"s3:prefix": objects}},
+                ))
+        for grant in tenancy.global_access(definition.id, "tenant"):
+            self._global_statement(role, grant)
+        role.add_to_principal_policy(iam.PolicyStatement(
+            actions=list(tenancy.APP_KEY_ACTIONS), resources=[shared.app_key.key_arn],
+            conditions={"StringEquals": {tenancy.APP_KEY_CONTEXT: tag}},
+        ))
+        if self._tables or self._buckets:
+            self._grant_storage_key(role, shared)
+
+    def _grant_global_data(self, definition: definitions.FunctionDef, shared: SharedResources) -> None:
+        """The execution role: assume the tenant data role, and the few global items of ``infra.tenancy``."""
+        self.role.add_to_principal_policy(iam.PolicyStatement(
+            actions=["sts:AssumeRole", "sts:TagSession"], resources=[self.tenant_role.role_arn],
+            conditions={"Null": {f"aws:RequestTag/{tenancy.TENANT_TAG}": "false"}},
+        ))
+        grants = tenancy.global_access(definition.id)
+        for grant in grants:
+            self._global_statement(self.role, grant)
+        if grants:
+            self._grant_storage_key(self.role, shared)
+
+    def _global_statement(self, role: iam.Role, grant: tenancy.GlobalAccess) -> None:
+        if grant.kind == "table":
+            table = self._tables[grant.resource]
+            role.add_to_principal_policy(iam.PolicyStatement(
+                actions=sorted(grant.actions), resources=[table.table_arn],
+                conditions={"ForAllValues:StringLike": {"dynamodb:LeadingKeys": list(grant.keys)},
+                            "Null": {"dynamodb:LeadingKeys": "false"}},
+            ))
+        else:
+            bucket = self._buckets[grant.resource]
+            keys = [k.replace("{tenant}", tenancy.PRINCIPAL_TENANT) for k in grant.keys]
+            role.add_to_principal_policy(iam.PolicyStatement(
+                actions=sorted(grant.actions), resources=[bucket.arn_for_objects(k) for k in keys]))
+
+    @staticmethod
+    def _grant_storage_key(role: iam.Role, shared: SharedResources) -> None:
+        """The tables' and buckets' KMS key, only as DynamoDB and S3 use it on the role's behalf."""
+        stack = cdk.Stack.of(role)
+        role.add_to_principal_policy(iam.PolicyStatement(
+            actions=["kms:Decrypt", "kms:DescribeKey", "kms:Encrypt", "kms:GenerateDataKey"],
+            resources=[shared.storage_key.key_arn],
+            conditions={"StringEquals": {"kms:ViaService": [f"dynamodb.{stack.region}.{stack.url_suffix}",
+                                                            f"s3.{stack.region}.{stack.url_suffix}"]}},
+        ))
 
     def _consume(self, definition: definitions.FunctionDef, shared: SharedResources) -> None:
         """One SQS event source per consumed queue, on the alias (the SnapStart version).
@@ -302,26 +382,35 @@ class ExpedienteFunction(Construct):
             acknowledge(policy, f"AwsSolutions-IAM5[Resource::{rendered(self, keys)}]",
                         "Practitioners' signing keys are created at run time, one per practitioner; the "
                         "statement is limited by condition to keys tagged purpose=practitioner-signing.")
-        for action in ("kms:GenerateDataKey*", "kms:ReEncrypt*"):
-            acknowledge(policy, f"AwsSolutions-IAM5[Action::{action}]",
-                        f"{action} comes from CDK's KMS grants for the table key and the app key; it is "
-                        "limited to those two key ARNs and is what envelope encryption needs.")
+        self._acknowledge_data_access(policy)
+
+    def _acknowledge_data_access(self, execution_policy: IConstruct) -> None:
+        """The tenant data role's wildcards are its tenant's keys; the execution role's are its global items."""
+        tenant_policy = self.tenant_role.node.find_child("DefaultPolicy")
+        acknowledge(tenant_policy, "HIPAA.Security-IAMNoInlinePolicy", INLINE_POLICY_REASON)
         for table_id, table in self._tables.items():
             if definitions.table(table_id).indexes:
                 acknowledge(
-                    policy, f"AwsSolutions-IAM5[Resource::{rendered(self, f'{table.table_arn}/index/*')}]",
-                    f"Queries use the indexes of the {table_id} table, which this function declares; "
-                    "the wildcard spans only that table's GSIs.",
+                    tenant_policy, f"AwsSolutions-IAM5[Resource::{rendered(self, f'{table.table_arn}/index/*')}]",
+                    f"Queries use the indexes of the {table_id} table, which this function declares; the wildcard "
+                    "spans only that table's GSIs, and dynamodb:LeadingKeys limits them to the tagged tenant.",
                 )
         for bucket_id, bucket in self._buckets.items():
-            acknowledge(policy, f"AwsSolutions-IAM5[Resource::{rendered(self, bucket.arn_for_objects('*'))}]",
-                        f"Object keys in the {bucket_id} bucket start with the tenant and are chosen at "
-                        "run time; the wildcard spans only that bucket.")
-        definition = self.definition
-        reads = bool(definition.buckets_write or definition.buckets_read)
-        puts = bool(definition.buckets_write or definition.buckets_upload)
-        wildcards = (("s3:GetBucket*", "s3:GetObject*", "s3:List*") if reads else ()) + (("s3:Abort*",) if puts else ())
-        for action in wildcards:
-            acknowledge(policy, f"AwsSolutions-IAM5[Action::{action}]",
-                        f"{action} comes from CDK's bucket read/put grants (versions, multipart "
-                        "uploads), limited to the buckets this function declares.")
+            for pattern in tenancy.TENANT_OBJECT_KEYS:
+                resource = bucket.arn_for_objects(pattern.replace("{tenant}", tenancy.PRINCIPAL_TENANT))
+                # cdk-nag writes the policy variable ${aws:PrincipalTag/tenant} as <aws:PrincipalTag/tenant>.
+                shown = rendered(self, resource).replace("${", "<").replace("}", ">")
+                acknowledge(tenant_policy, f"AwsSolutions-IAM5[Resource::{shown}]",
+                            f"Object keys in the {bucket_id} bucket start with the tenant and are chosen at run "
+                            "time; the wildcard spans only the tagged tenant's prefix of that bucket.")
+        for grant in (*tenancy.global_access(self.definition.id), *tenancy.global_access(self.definition.id, "tenant")):
+            if grant.kind != "bucket":
+                continue
+            policy = execution_policy if grant.credentials == "execution" else tenant_policy
+            for key in grant.keys:
+                resource = self._buckets[grant.resource].arn_for_objects(
+                    key.replace("{tenant}", tenancy.PRINCIPAL_TENANT))
+                shown = rendered(self, resource).replace("${", "<").replace("}", ">")
+                why = (f"Reached before any tenant is known: {grant.reason}." if grant.credentials == "execution"
+                       else f"Only under the tagged tenant's prefix: {grant.reason}.")
+                acknowledge(policy, f"AwsSolutions-IAM5[Resource::{shown}]", why)

@@ -44,6 +44,10 @@ DOMAIN_ALARMS: tuple[tuple[str, str, str, int, cdk.Duration], ...] = (
      cdk.Duration.hours(1)),
     ("results", "CriticalResultsEscalated",
      "Critical results were escalated: nobody acknowledged them before the tenant's deadline", 1, FIVE_MINUTES),
+    # Decision 0028: the relay keeps finding events over five minutes old, so PutEvents keeps failing for them.
+    ("orders", "OutboxStale",
+     "Domain events stayed in the outbox for over five minutes: the relay cannot put them on the bus", 1,
+     FIVE_MINUTES),
 )
 
 

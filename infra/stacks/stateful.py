@@ -68,6 +68,8 @@ class SharedResources:
     queues: Mapping[str, sqs.IQueue]
     ingest_queue: sqs.IQueue
     topics: Mapping[str, sns.ITopic]
+    # Signs the audit trail's periodic digests (decision 0022); no one else signs with it.
+    audit_digest_key: kms.IKey
 
     def table(self, scope: Construct, table_id: str) -> dynamodb.ITable:
         """Table ``table_id`` (with its indexes and key) as a reference inside ``scope``."""
@@ -107,6 +109,7 @@ class StatefulStack(cdk.Stack):
         )
         self.logs_key = self._logs_key()
         self.trail_key = self._key("Trail", "CloudTrail log files")
+        self.audit_digest_key = self._audit_digest_key()
 
         self.alarm_topic = sns.Topic(
             self, "AlarmTopic", display_name="Expediente alarms", master_key=self.messaging_key,
@@ -146,6 +149,7 @@ class StatefulStack(cdk.Stack):
             user_pool=self.user_pool,
             user_pool_client=self.user_pool_client,
             alarm_topic=self.alarm_topic,
+            audit_digest_key=self.audit_digest_key,
         )
         self._outputs()
 
@@ -159,6 +163,22 @@ class StatefulStack(cdk.Stack):
             enable_key_rotation=True,
             removal_policy=cdk.RemovalPolicy.RETAIN,
         )
+
+    def _audit_digest_key(self) -> kms.Key:
+        """ECDSA P-256 key that signs the audit digests; verifiers use its public key (decision 0022).
+
+        Asymmetric keys cannot rotate automatically; a new key can replace it (old digests name the
+        key that signed them and stay verifiable with its public key).
+        """
+        key = kms.Key(
+            self, "AuditDigestKey",
+            description="Expediente: signs the periodic digests of the audit trail's hash chains",
+            alias=f"alias/{self._prefix}expediente/audit-digest",
+            key_spec=kms.KeySpec.ECC_NIST_P256,
+            key_usage=kms.KeyUsage.SIGN_VERIFY,
+            removal_policy=cdk.RemovalPolicy.RETAIN,
+        )
+        return key
 
     def _logs_key(self) -> kms.Key:
         key = self._key("Logs", "CloudWatch Logs log groups (functions, API access, trail, WAF)")
@@ -257,6 +277,11 @@ class StatefulStack(cdk.Stack):
             bucket_key_enabled=True,  # one KMS call per bucket key, not per object
             server_access_logs_bucket=self.access_logs_bucket,
             server_access_logs_prefix=f"{bucket_def.id}/",
+            # ASTM E2147 (decision 0022): COMPLIANCE mode, so no one, root included, can shorten the
+            # retention or delete or overwrite a version before it ends.
+            object_lock_enabled=True if bucket_def.object_lock_years else None,
+            object_lock_default_retention=s3.ObjectLockRetention.compliance(
+                cdk.Duration.days(bucket_def.object_lock_years * 365 + 3)) if bucket_def.object_lock_years else None,
             **self._secure_bucket_props(),  # type: ignore[arg-type]
         )
         acknowledge(bucket, "HIPAA.Security-S3BucketReplicationEnabled", _REPLICATION_REASON)

@@ -45,23 +45,6 @@ FHIR_JSON = "'application/fhir+json'"
 # bytes when the request's Accept names one of these types (printable reports, series thumbnails).
 BINARY_MEDIA_TYPES = ("application/pdf", "image/png")
 
-# API Gateway's own error message, already quoted and escaped for JSON by API Gateway.
-ERROR_MESSAGE = "$context.error.messageString"
-# API Gateway's own error responses, reshaped as FHIR OperationOutcome (decision 1).
-_GATEWAY_RESPONSES: tuple[tuple[apigw.ResponseType, str, str, str], ...] = (
-    (apigw.ResponseType.UNAUTHORIZED, "401", "login", "Missing or invalid bearer token"),
-    (apigw.ResponseType.ACCESS_DENIED, "403", "forbidden", "Access denied"),
-    # API Gateway answers an unknown path this way; FHIR expects 404 for an unknown endpoint.
-    (apigw.ResponseType.MISSING_AUTHENTICATION_TOKEN, "404", "not-supported", "No such endpoint"),
-    (apigw.ResponseType.THROTTLED, "429", "throttled", "Too many requests"),
-    (apigw.ResponseType.REQUEST_TOO_LARGE, "413", "too-costly", "Request too large"),
-    (apigw.ResponseType.BAD_REQUEST_PARAMETERS, "400", "invalid", ERROR_MESSAGE),
-    (apigw.ResponseType.BAD_REQUEST_BODY, "400", "invalid", ERROR_MESSAGE),
-    (apigw.ResponseType.DEFAULT_4_XX, "", "processing", ERROR_MESSAGE),
-    (apigw.ResponseType.DEFAULT_5_XX, "", "exception", "Internal error; request $context.requestId"),
-)
-
-
 class StatelessStack(cdk.Stack):
     """Functions and the API over the resources of the stateful stack."""
 
@@ -86,6 +69,7 @@ class StatelessStack(cdk.Stack):
         }
 
         self.schedules = {schedule.id: self._schedule(schedule) for schedule in definitions.SCHEDULES}
+        self._audit_digests(shared)
         self.api = self._api(shared)
         self._routes(shared)
         self.firewall = ApiFirewall(
@@ -96,6 +80,14 @@ class StatelessStack(cdk.Stack):
         cdk.CfnOutput(self, "ApiUrl", value=self.api.url, description="Base URL of the REST API")
         cdk.CfnOutput(self, "DashboardName", value=self.monitoring.dashboard.dashboard_name,
                       description="CloudWatch dashboard of the API, the functions, the queues and the domain alarms")
+
+    def _audit_digests(self, shared: SharedResources) -> None:
+        """The function running the ``audit_digest`` schedule signs with the digest key and reads its public
+        key (decision 0022); nothing else may sign with it. The bucket grants come from ``buckets_write``."""
+        schedule = next(s for s in definitions.SCHEDULES if s.id == "audit_digest")
+        fn = self.functions[schedule.function]
+        fn.function.add_environment("KEY_AUDIT_DIGEST_ARN", shared.audit_digest_key.key_arn)
+        shared.audit_digest_key.grant(fn.role, "kms:Sign", "kms:GetPublicKey")
 
     def _schedule(self, schedule: definitions.ScheduleDef) -> events.Rule:
         """``rate(n minutes)`` on the default bus, invoking the function's ``live`` alias.
@@ -166,19 +158,14 @@ class StatelessStack(cdk.Stack):
                     "The rule asks for a client certificate that API Gateway presents to HTTP backends; "
                     "every integration here is a Lambda proxy, invoked over AWS's signed API. Clients "
                     "reach the API over TLS only.")
-        for response_type, status, code, message in _GATEWAY_RESPONSES:
-            body = json.dumps({
-                "resourceType": "OperationOutcome",
-                "issue": [{"severity": "error", "code": code, "diagnostics": message}],
-            })
-            # messageString carries its own quotes: inserted raw, the body stays valid JSON.
-            body = body.replace(json.dumps(ERROR_MESSAGE), ERROR_MESSAGE)
+        for response in definitions.GATEWAY_RESPONSES:
+            response_type = getattr(apigw.ResponseType, response.type)
             api.add_gateway_response(
                 f"{response_type.response_type}Response",
                 type=response_type,
-                status_code=status or None,
+                status_code=response.status or None,
                 response_headers={"Content-Type": FHIR_JSON},
-                templates={"application/json": body},
+                templates={"application/json": response.body()},
             )
         role = api.node.try_find_child("CloudWatchRole")
         if role is not None:

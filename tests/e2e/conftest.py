@@ -50,6 +50,7 @@ from local.auth import password_login
 from local.aws import LocalAws
 from local.seed import SeededTenant, SeedError
 from local.stack import LocalStack, read_stack_file, tenants_from_document
+from tests.support import logscan
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 IN_PROCESS = os.environ.get("EXPEDIENTE_E2E_IN_PROCESS") == "1"
@@ -186,6 +187,11 @@ def _child_stack(folder: Path) -> Iterator[Api]:
         yield Api(child.running())
     finally:
         child.stop()
+    # The stack's own process logged to this file: scanned like every captured line (tests/support/logscan.py).
+    logscan.register_demo_patients()
+    findings = logscan.check_file(child.log_file)
+    if findings:
+        pytest.fail("log scan: patient data in the local stack's log:\n" + "\n".join(f"  {f}" for f in findings[:20]))
 
 
 def _in_process_stack(folder: Path) -> Iterator[Api]:

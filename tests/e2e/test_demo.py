@@ -17,7 +17,8 @@ def test_the_clinic_day_runs_as_described(local_stack, capsys):
     for step in ("1. Reception", "4. Physician: prescriptions", "5. Laboratory", "7. Radiology", "8. Pharmacy",
                  "10. The patient"):
         assert step in printed.out
-    assert printed.out.count("✓") == 24  # every step of the script reported what it did
+    assert printed.out.count("✓") == 25  # every step of the script reported what it did
+    assert "downloaded their whole record as one FHIR Bundle (Patient/$everything" in printed.out
 
 
 def test_the_demo_says_when_the_stack_is_not_running(tmp_path, capsys):

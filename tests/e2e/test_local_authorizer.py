@@ -8,15 +8,18 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from infra.definitions import gateway_response
+
 pytestmark = pytest.mark.e2e
 
-UNAUTHORIZED = b'{"message":"Unauthorized"}'
 
 
 def assert_unauthorized(response) -> None:
+    """The deployed API's UNAUTHORIZED gateway response (infra/stacks/stateless.py), byte for byte."""
     assert response.status_code == 401
-    assert response.content == UNAUTHORIZED
-    assert response.headers["Content-Type"] == "application/json"
+    assert response.content == gateway_response("UNAUTHORIZED").body().encode()
+    assert response.json()["issue"][0]["code"] == "login"
+    assert response.headers["Content-Type"] == "application/fhir+json"
     assert response.headers["x-amzn-ErrorType"] == "UnauthorizedException"
     assert response.headers["x-amzn-RequestId"]
 

@@ -248,7 +248,10 @@ def test_function_exception_becomes_api_gateway_502(door, recorder, physician_to
     recorder.raises = RuntimeError("patient JUAN PEREZ broke it")
     response = requests.get(f"{door}/fhir/Patient", headers=bearer(physician_token), timeout=10)
     assert response.status_code == 502
-    assert response.content == b'{"message": "Internal server error"}'
+    outcome = response.json()
+    assert outcome["resourceType"] == "OperationOutcome" and outcome["issue"][0]["code"] == "exception"
+    assert response.headers["x-amzn-RequestId"] in outcome["issue"][0]["diagnostics"]
+    assert "JUAN" not in response.text
     assert response.headers["x-amzn-RequestId"]
 
 

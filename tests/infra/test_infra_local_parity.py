@@ -81,6 +81,8 @@ def _cdk_description(synth: Synth) -> dict[str, Any]:
             notifications.setdefault(queue_ids[config["Queue"]["Fn::GetAtt"][0]], []).append(config["Event"])
         buckets[bucket_id] = {
             "versioned": props.get("VersioningConfiguration", {}).get("Status") == "Enabled",
+            "object_lock": props.get("ObjectLockConfiguration", {}).get("Rule", {}).get("DefaultRetention", {})
+            .get("Mode"),
             "notifications": {k: sorted(v) for k, v in notifications.items()},
         }
 

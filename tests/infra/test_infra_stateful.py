@@ -94,8 +94,26 @@ def test_every_kms_key_rotates_and_is_retained(stateful_resources: dict[str, Any
     keys = of_type(stateful_resources, "AWS::KMS::Key")
     assert len(keys) >= 3
     for key in keys.values():
-        assert key["Properties"]["EnableKeyRotation"] is True
+        # KMS rotates symmetric keys only; the audit digest signing key is asymmetric (decision 0022).
+        if key["Properties"].get("KeyUsage") != "SIGN_VERIFY":
+            assert key["Properties"]["EnableKeyRotation"] is True
         assert key["DeletionPolicy"] == "Retain"
+
+
+def test_audit_digests_have_an_ecdsa_key_and_a_compliance_locked_bucket(synth: Synth,
+                                                                      stateful_resources: dict[str, Any]) -> None:
+    """ASTM E2147 (decision 0022): digests signed with ECDSA P-256 and kept unalterable at least ten years."""
+    key_id = synth.stateful.get_logical_id(synth.stateful.audit_digest_key.node.default_child)
+    key = stateful_resources[key_id]["Properties"]
+    assert (key["KeySpec"], key["KeyUsage"]) == ("ECC_NIST_P256", "SIGN_VERIFY")
+    bucket_id = synth.stateful.get_logical_id(synth.stateful.buckets["audit_digests"].node.default_child)
+    bucket = stateful_resources[bucket_id]["Properties"]
+    assert bucket["ObjectLockEnabled"] is True
+    retention = bucket["ObjectLockConfiguration"]["Rule"]["DefaultRetention"]
+    assert retention["Mode"] == "COMPLIANCE" and retention["Days"] >= 10 * 365 + 2
+    assert bucket["VersioningConfiguration"]["Status"] == "Enabled"
+    locked = [b for b in definitions.BUCKETS if b.object_lock_years]
+    assert [b.id for b in locked] == ["audit_digests"]
 
 
 def test_logs_key_lets_cloudwatch_logs_encrypt_only_this_accounts_log_groups(synth: Synth) -> None:

@@ -11,8 +11,8 @@ import pytest
 from infra import definitions, delivery
 from infra.constructs.function import ALIAS_NAME, COGNITO_ADMIN_ACTIONS, handler_for
 from infra.constructs.waf import MAX_BODY_BYTES
+from infra.definitions import GATEWAY_ERROR_MESSAGE as ERROR_MESSAGE
 from infra.naming import table_name
-from infra.stacks.stateless import ERROR_MESSAGE
 from tests.infra.synth_support import Synth, of_type
 
 pytestmark = pytest.mark.infra
@@ -125,7 +125,11 @@ def test_function_role_is_least_privilege(synth: Synth, function_id: str) -> Non
     _, fn = _function(synth, function_id)
     role_id = fn["Properties"]["Role"]["Fn::GetAtt"][0]
     assert "ManagedPolicyArns" not in resources[role_id]["Properties"]
-    statements = _policy_statements(resources, role_id)
+    # What the function reaches: its execution role and the tenant data role it assumes (decision 0023;
+    # tests/infra/test_infra_tenant_scope.py checks which of the two holds what).
+    tenant_role = synth.stateless.functions[function_id].tenant_role
+    tenant_role_id = synth.stateless.get_logical_id(tenant_role.node.default_child)
+    statements = _policy_statements(resources, role_id) + _policy_statements(resources, tenant_role_id)
     allowed_dynamo = [s for s in statements if s["Effect"] == "Allow"
                       and any(a.startswith("dynamodb:") for a in _as_list(s["Action"]))]
     for statement in allowed_dynamo:
@@ -144,17 +148,22 @@ def test_function_role_is_least_privilege(synth: Synth, function_id: str) -> Non
     assert puts_events == definition.puts_events
 
     # Buckets: only the declared ones, each with what it was declared for. Never DeleteObjectVersion
-    # (NOM-004 5.11): a function that moves objects out of a bucket may only add a delete marker.
+    # (NOM-004 5.11): a function that moves objects out of a bucket may only add a delete marker. The one
+    # exception is the erase of an uncommitted order's ORM^O01 (infra.tenancy; tests/infra/test_infra_tenant_scope).
     allowed_s3 = [s for s in statements if s["Effect"] == "Allow"
                   and any(a.startswith("s3:") for a in _as_list(s["Action"]))]
     deletes = [s for s in allowed_s3 if any(a.startswith("s3:Delete") for a in _as_list(s["Action"]))]
-    assert all(_as_list(s["Action"]) == ["s3:DeleteObject"] for s in deletes)
+    erases = [s for s in deletes if "s3:DeleteObjectVersion" in _as_list(s["Action"])]
+    assert all("/hl7/outbox/*" in json.dumps(s["Resource"]) for s in erases)
+    assert bool(erases) == (function_id == "orders")
+    assert all(a == "s3:DeleteObject" for s in deletes if s not in erases for a in _as_list(s["Action"])
+               if a.startswith("s3:Delete"))
     for bucket_def in definitions.BUCKETS:
         prefix = f":s3:::expediente-{bucket_def.id.replace('_', '-')}-"  # infra.naming.bucket_name
         on_bucket = [s for s in allowed_s3 if prefix in json.dumps(s["Resource"])]
         actions = {a for s in on_bucket for a in _as_list(s["Action"])}
-        assert ("s3:GetObject*" in actions) == (bucket_def.id in (*definition.buckets_write,
-                                                                    *definition.buckets_read)), bucket_def.id
+        assert ("s3:GetObject" in actions) == (bucket_def.id in (*definition.buckets_write,
+                                                                   *definition.buckets_read)), bucket_def.id
         assert ("s3:PutObject" in actions) == (bucket_def.id in (*definition.buckets_write,
                                                                    *definition.buckets_upload)), bucket_def.id
         assert ("s3:DeleteObject" in actions) == (bucket_def.id in definition.buckets_delete), bucket_def.id
@@ -399,9 +408,10 @@ def test_signing_key_grants_are_limited_to_practitioner_keys(synth: Synth, funct
     resources = synth.stateless_template.to_json()["Resources"]
     _, fn = _function(synth, function_id)
     statements = _policy_statements(resources, fn["Properties"]["Role"]["Fn::GetAtt"][0])
+    digest_key = _stateful_id(synth, synth.stateful.audit_digest_key)
     signing = [s for s in statements if s["Effect"] == "Allow" and any(
         a in ("kms:CreateKey", "kms:Sign", "kms:GetPublicKey", "kms:ScheduleKeyDeletion", "kms:TagResource")
-        for a in _as_list(s["Action"]))]
+        for a in _as_list(s["Action"])) and digest_key not in json.dumps(s["Resource"])]
     use = definitions.function(function_id).signing_keys
     actions = sorted(a for s in signing for a in _as_list(s["Action"]))
     expected = {
@@ -419,6 +429,21 @@ def test_signing_key_grants_are_limited_to_practitioner_keys(synth: Synth, funct
             assert conditions["kms:KeyUsage"] == "SIGN_VERIFY"
         if "kms:Sign" in _as_list(statement["Action"]):
             assert conditions["kms:SigningAlgorithm"] == "ECDSA_SHA_256"
+
+
+@pytest.mark.parametrize("function_id", FUNCTION_IDS)
+def test_only_the_audit_digest_job_signs_with_the_digest_key(synth: Synth, function_id: str) -> None:
+    """Decision 0022: kms:Sign and kms:GetPublicKey on the digest key, for the function the schedule runs only."""
+    resources = synth.stateless_template.to_json()["Resources"]
+    _, fn = _function(synth, function_id)
+    statements = _policy_statements(resources, fn["Properties"]["Role"]["Fn::GetAtt"][0])
+    digest_key = _stateful_id(synth, synth.stateful.audit_digest_key)
+    on_key = sorted(a for s in statements if s["Effect"] == "Allow" and digest_key in json.dumps(s["Resource"])
+                    for a in _as_list(s["Action"]))
+    runs_job = any(s.id == "audit_digest" and s.function == function_id for s in definitions.SCHEDULES)
+    assert on_key == (["kms:GetPublicKey", "kms:Sign"] if runs_job else [])
+    env = fn["Properties"]["Environment"]["Variables"]
+    assert ("KEY_AUDIT_DIGEST_ARN" in env) == runs_job
 
 
 def test_binary_responses_are_declared(synth: Synth) -> None:

@@ -66,10 +66,13 @@ def environment(key_arn: str, bus: str = "expediente") -> dict[str, str]:
 
 def reset_caches() -> None:
     """Forget cached settings, clients and keys so each test sees its own moto world."""
-    from expediente import api, aws, critical_policy, records, settings, tenants
+    from expediente import api, audit_chain, aws, critical_policy, records, settings, tenants
 
-    for fn in (settings.settings, aws.client, tenants.envelope, tenants.blind_index, api._idempotency_store,
-               records.store):
+    audit_chain.reset()  # a new moto world: no chain continues one written in another
+
+    aws.forget_credentials()
+    for fn in (settings.settings, aws.client, aws.unscoped_client, tenants.envelope, tenants.blind_index,
+               api._idempotency_store, records.store):
         fn.cache_clear()
     critical_policy.forget()
     import importlib
@@ -183,10 +186,14 @@ def provision() -> tuple[str, str]:
     create_tables(boto3.client("dynamodb", region_name=REGION))
     s3 = boto3.client("s3", region_name=REGION)
     for bucket in definitions.BUCKETS:
-        s3.create_bucket(Bucket=bucket_name(bucket.id))
+        s3.create_bucket(Bucket=bucket_name(bucket.id), ObjectLockEnabledForBucket=bucket.object_lock_years > 0)
         # Versioned as deployed: a "move" leaves the old version behind a delete marker.
         s3.put_bucket_versioning(Bucket=bucket_name(bucket.id), VersioningConfiguration={"Status": "Enabled"})
     key_arn = make_key()
+    # The audit digest signing key (decision 0022), found by the alias the local stack gives it too.
+    kms = boto3.client("kms", region_name=REGION)
+    digest_key = kms.create_key(Description="audit digests", KeySpec="ECC_NIST_P256", KeyUsage="SIGN_VERIFY")
+    kms.create_alias(AliasName="alias/expediente/audit-digest", TargetKeyId=digest_key["KeyMetadata"]["KeyId"])
     events = boto3.client("events", region_name=REGION)
     events.create_event_bus(Name="expediente")
     sqs = boto3.client("sqs", region_name=REGION)

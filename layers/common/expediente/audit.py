@@ -6,6 +6,7 @@ and the request id. It holds no names, CURPs, diagnoses or query values.
 Writes go in the same ``TransactWriteItems`` as the change they describe; reads
 write their record before any data is returned, and fail with 503 if they can't.
 Records are exposed read-only as FHIR ``AuditEvent`` (see :func:`to_audit_event`).
+Records are hash-chained as they are written (:mod:`expediente.audit_chain`, decision 0022).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from expediente import aws
+from expediente import audit_chain, aws
 from expediente.context import RequestContext, TenantId
 from expediente.errors import AuditUnavailable
 from expediente.settings import settings
@@ -36,6 +37,9 @@ class Action(StrEnum):
     DELETE = "delete"
     MERGE = "$merge"
     OPERATION = "operation"
+    # Sign-in (Cognito triggers, functions/admin/auth_events.py): an attempt, then a success.
+    LOGIN_ATTEMPT = "login-attempt"
+    LOGIN = "login"
 
 
 # FHIR AuditEvent.action: C R U D E
@@ -49,7 +53,11 @@ _CRUDE = {
     Action.DELETE: "D",
     Action.MERGE: "U",
     Action.OPERATION: "E",
+    Action.LOGIN_ATTEMPT: "E",
+    Action.LOGIN: "E",
 }
+_DCM = "http://dicom.nema.org/resources/ontology/DCM"
+_AUTHENTICATION = {"system": _DCM, "code": "110114", "display": "User Authentication"}
 
 
 @dataclass(frozen=True)
@@ -129,7 +137,11 @@ def audit_items(ctx: RequestContext, entry: AuditEntry, *, now: datetime | None 
 
 
 def audit_puts(ctx: RequestContext, entry: AuditEntry, *, table: str | None = None) -> list[dict[str, Any]]:
-    """``TransactWriteItems`` elements that write the audit record (append-only puts)."""
+    """``TransactWriteItems`` elements that write the audit record (append-only puts).
+
+    Send them with :func:`expediente.store.transact`, which seals them into the writer's hash chain
+    and advances the chain only if the transaction succeeds (decision 0022).
+    """
     return [
         {"Put": {"TableName": table or settings().table_audit, "Item": item,
                  "ConditionExpression": "attribute_not_exists(pk)"}}
@@ -141,25 +153,32 @@ def record(ctx: RequestContext, entry: AuditEntry) -> None:
     """Write one audit record now. Raises :class:`AuditUnavailable` (503) if it fails.
 
     One ``PutItem`` for a request about one patient (or none); one ``BatchWriteItem`` per 25 items
-    when it touched several.
+    when it touched several. The record is sealed into this writer's hash chain
+    (:mod:`expediente.audit_chain`); the chain advances only when the write succeeded.
     """
     table = settings().table_audit
     items = audit_items(ctx, entry)
     client = aws.client("dynamodb")
+    seal = audit_chain.seal_items(items)
     try:
         if len(items) == 1:
             client.put_item(TableName=table, Item=items[0], ConditionExpression="attribute_not_exists(pk)")
-            return
-        for start in range(0, len(items), 25):
-            pending: dict[str, Any] = {table: [{"PutRequest": {"Item": i}} for i in items[start:start + 25]]}
-            for _ in range(5):
-                pending = client.batch_write_item(RequestItems=pending).get("UnprocessedItems") or {}
-                if not pending:
-                    break
-            if pending:
-                raise AuditUnavailable("The access could not be audited, so no data is returned")
+        else:
+            for start in range(0, len(items), 25):
+                pending: dict[str, Any] = {table: [{"PutRequest": {"Item": i}} for i in items[start:start + 25]]}
+                for _ in range(5):
+                    pending = client.batch_write_item(RequestItems=pending).get("UnprocessedItems") or {}
+                    if not pending:
+                        break
+                if pending:
+                    raise AuditUnavailable("The access could not be audited, so no data is returned")
     except (BotoCoreError, ClientError) as exc:
+        seal.abandon()
         raise AuditUnavailable("The access could not be audited, so no data is returned") from exc
+    except BaseException:
+        seal.abandon()
+        raise
+    seal.confirm()
 
 
 def audit_partition(tenant: TenantId) -> str:
@@ -216,7 +235,9 @@ def to_audit_event(item: dict[str, Any]) -> dict[str, Any]:
                  "display": "RESTful Operation"},
         "subtype": [{"system": "http://hl7.org/fhir/restful-interaction", "code": action.value.lstrip("$")}]
         if action not in (Action.MERGE, Action.OPERATION)
-        else [{"system": "urn:expediente:operation", "code": action.value}],
+        # An operation names itself ($everything, $sign, $arco-cancel...) when the record says which.
+        else [{"system": "urn:expediente:operation",
+               "code": str((item.get("detail") or {}).get("operation") or action.value)}],
         "action": _CRUDE[action],
         "recorded": item["recorded"],
         "outcome": item["outcome"],
@@ -227,6 +248,10 @@ def to_audit_event(item: dict[str, Any]) -> dict[str, Any]:
             "type": [{"system": "http://terminology.hl7.org/CodeSystem/security-source-type", "code": "4"}],
         },
     }
+    if action in (Action.LOGIN, Action.LOGIN_ATTEMPT):
+        event["type"] = dict(_AUTHENTICATION)
+        event["subtype"] = [{"system": _DCM, "code": "110122", "display": "Login"},
+                            {"system": "urn:expediente:auth", "code": action.value}]
     if entities:
         event["entity"] = entities
     if int(item.get("status", 200)) >= 400:

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from expediente import audit, records, tenants
+from expediente import arco, audit, records, tenants
 from expediente.audit import Action, AuditEntry
 from expediente.context import RequestContext
 from expediente.errors import Conflict, Invalid, NotFound, PreconditionFailed
@@ -97,8 +97,12 @@ class ClinicalRepository:
     # -- reads ------------------------------------------------------------
 
     def get(self, ctx: RequestContext, resource_type: str, resource_id: str) -> Stored | None:
+        """The current version, None when not visible; 403 when its patient's record is blocked (ARCO)."""
         stored = self.stores[resource_type].get(ctx.tenant, resource_id)
-        return stored if stored is not None and visible_to(ctx, stored) else None
+        if stored is None or not visible_to(ctx, stored):
+            return None
+        arco.refuse_blocked(ctx, stored)  # reads and the updates/operations that start with this read
+        return stored
 
     def require(self, ctx: RequestContext, resource_type: str, resource_id: str) -> Stored:
         """The current version; 404 when missing, another tenant's, or not the patient user's own."""
@@ -120,7 +124,10 @@ class ClinicalRepository:
 
     def get_version(self, ctx: RequestContext, resource_type: str, resource_id: str, version: int) -> Stored | None:
         stored = self.stores[resource_type].get_version(ctx.tenant, resource_id, version)
-        return stored if stored is not None and visible_to(ctx, stored) else None
+        if stored is None or not visible_to(ctx, stored):
+            return None
+        arco.refuse_blocked(ctx, stored)
+        return stored
 
     def history(self, ctx: RequestContext, resource_type: str, resource_id: str, *, limit: int,
                 page: str | None) -> tuple[list[Stored], str | None]:
@@ -132,7 +139,9 @@ class ClinicalRepository:
 
     def get_many(self, ctx: RequestContext, resource_type: str, ids: Sequence[str]) -> list[Stored]:
         found = self.stores[resource_type].batch_get(ctx.tenant, ids)
-        return [found[i] for i in dict.fromkeys(ids) if i in found and visible_to(ctx, found[i])]
+        # Searches and includes leave blocked patients' resources out (ARCO cancellation).
+        return arco.without_blocked(ctx, [found[i] for i in dict.fromkeys(ids) if i in found
+                                          and visible_to(ctx, found[i])])
 
     def search(self, ctx: RequestContext, resource_type: str, facet: str, value: str, *, limit: int,
                token: str | None, fingerprint: str, low: str | None = None, high: str | None = None,
@@ -152,8 +161,10 @@ class ClinicalRepository:
         return ops
 
     def save(self, ctx: RequestContext, writes: Sequence[Write], *, now: str, entry: AuditEntry,
-             extra: Sequence[dict[str, Any]] = ()) -> None:
+             extra: Sequence[dict[str, Any]] = (), events: Sequence[Any] = ()) -> None:
         """Store ``writes`` with the audit record (and ``extra`` elements) in one transaction.
+
+        ``events`` announcing the change go to the outbox in the same transaction (decision 0028).
 
         Raises 412 when the first write's version is no longer the expected one (someone else
         saved first), 409 when another write's condition failed.
@@ -167,7 +178,7 @@ class ClinicalRepository:
         ops += list(extra)
         ops += audit.audit_puts(ctx, entry)
         try:
-            transact(ops)
+            transact(ops, events=events)
         except TransactionConflict as exc:
             head = writes[0]
             if exc.failed(0) and head.version > 1:
@@ -180,7 +191,8 @@ class ClinicalRepository:
 
     def put(self, ctx: RequestContext, resource: dict[str, Any], *, index: Callable[[dict[str, Any]], Entry],
             now: str, previous: Stored | None = None, action: Action | None = None,
-            detail: Mapping[str, str] | None = None, extra: Sequence[dict[str, Any]] = ()) -> Saved:
+            detail: Mapping[str, str] | None = None, extra: Sequence[dict[str, Any]] = (),
+            events: Sequence[Any] = ()) -> Saved:
         """Store one stamped resource version with its index items and one audit record naming its patient.
 
         ``previous`` is the version it replaces (none for a create: audited as create, 201; else
@@ -190,7 +202,7 @@ class ClinicalRepository:
         patient = records.subject_of(resource)
         self.save(ctx, [Write(resource_type, resource, version, index(resource),
                               previous=index(previous.resource) if previous is not None else None)],
-                  now=now, extra=extra,
+                  now=now, extra=extra, events=events,
                   entry=AuditEntry(resource_type, action or (Action.CREATE if previous is None else Action.UPDATE),
                                    resource["id"], (patient,) if patient else (), 201 if previous is None else 200,
                                    detail=dict(detail or {})))

@@ -10,7 +10,9 @@ or a body. Every claim value arrives as a string; lists such as
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, NewType
 
@@ -22,6 +24,38 @@ TenantId = NewType("TenantId", str)
 TENANT_ID = re.compile(r"^[a-z0-9][a-z0-9-]{2,62}$")
 _CLUES = re.compile(r"^[A-Z]{5}\d{6}$")
 _RESOURCE_ID = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
+
+# The tenant whose data the code running now may touch: bound when the verified context is built
+# (context_from_event, service_context), read by expediente.aws to sign data calls with that
+# tenant's scoped credentials (docs/decisions/0023-tenant-scoped-credentials.md).
+_bound_tenant: ContextVar[str | None] = ContextVar("expediente_tenant", default=None)
+
+
+def bind_tenant(tenant: str | None) -> None:
+    """Make ``tenant`` (a verified tenant id) the current one; ``None`` unbinds.
+
+    Raises ValueError for a value that is not a tenant id: it becomes an IAM session tag.
+    """
+    if tenant is not None and not TENANT_ID.match(tenant):
+        raise ValueError("not a tenant id")
+    _bound_tenant.set(tenant)
+
+
+def bound_tenant() -> str | None:
+    """The tenant bound now (None outside a request or event of a known tenant)."""
+    return _bound_tenant.get()
+
+
+@contextmanager
+def tenant_scope(tenant: str | None) -> Iterator[None]:
+    """Bind ``tenant`` for the block and restore what was bound before (``None``: no tenant)."""
+    if tenant is not None and not TENANT_ID.match(tenant):
+        raise ValueError("not a tenant id")
+    token = _bound_tenant.set(tenant)
+    try:
+        yield
+    finally:
+        _bound_tenant.reset(token)
 
 
 @dataclass(frozen=True)
@@ -102,6 +136,7 @@ def context_from_event(event: Mapping[str, Any]) -> RequestContext:
     if wanted and wanted not in clinic_ids:
         raise Forbidden(f"X-Clinic {wanted} is not one of the user's clinics")
     identity = request.get("identity") or {}
+    bind_tenant(tenant)  # from here on data calls are signed for this tenant only
     practitioner_id = str(claims.get("custom:practitioner_id") or "") or None
     patient_id = str(claims.get("custom:patient_id") or "") or None
     return RequestContext(
@@ -129,10 +164,12 @@ def service_context(tenant: str, service: str, *, request_id: str | None = None)
 
     It holds no role, so the permission table grants it nothing: only code paths that never call
     :meth:`RequestContext.require` (escalations, order updates from results) run with it. Its
-    audit records name the service (``user_id = service:<name>``).
+    audit records name the service (``user_id = service:<name>``). Building it binds ``tenant``
+    (:func:`bind_tenant`; raises ValueError for a malformed tenant id).
     """
     import uuid
 
+    bind_tenant(tenant)  # the event named its tenant: data calls from here on are signed for it
     return RequestContext(
         tenant=TenantId(tenant), user_id=f"service:{service}", username=f"service:{service}", roles=frozenset(),
         clinic_ids=(), clinic=None, practitioner_id=None, patient_id=None,

@@ -91,11 +91,31 @@ class UnsupportedMediaType(DomainError):
     status, code = HTTPStatus.UNSUPPORTED_MEDIA_TYPE, "not-supported"
 
 
-class AuditUnavailable(DomainError):
+RETRY_AFTER_SECONDS = 2  # what a 503 tells the client to wait (RFC 9110 Retry-After), unless the raiser says
+
+
+class Transient(DomainError):
+    """503 ``transient``: a dependency failed or is throttling; nothing was changed, retrying is worth it.
+
+    Always carries ``Retry-After`` (``RETRY_AFTER_SECONDS`` unless the raiser passes its own).
+    """
+
+    status, code = HTTPStatus.SERVICE_UNAVAILABLE, "transient"
+
+    def __init__(self, message: str, *, expression: str | None = None, headers: dict[str, str] | None = None):
+        super().__init__(message, expression=expression,
+                         headers={"Retry-After": str(RETRY_AFTER_SECONDS), **(headers or {})})
+
+
+class AuditUnavailable(Transient):
     """503: the audit record could not be written, so no data is returned."""
 
-    status, code = HTTPStatus.SERVICE_UNAVAILABLE, "transient"
+
+class ServiceUnavailable(Transient):
+    """503: a store or service (DynamoDB, KMS, S3, EventBridge, Cognito) failed; nothing was changed."""
 
 
-class ServiceUnavailable(DomainError):
-    status, code = HTTPStatus.SERVICE_UNAVAILABLE, "transient"
+class InternalError(DomainError):
+    """500: an unexpected, non-retryable failure of a dependency; the outcome carries no details."""
+
+    status, code = HTTPStatus.INTERNAL_SERVER_ERROR, "exception"

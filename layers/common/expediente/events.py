@@ -3,7 +3,10 @@
 Producers and tests use the same models. The ``detail-type`` is the class name.
 Events carry opaque ids only, never names, CURPs, diagnoses or note text.
 Publishing happens after the change is committed; a failure to publish is
-logged and does not undo the committed change.
+logged and does not undo the committed change. An event written to the
+transactional outbox with its change (``store.transact(..., events=...)``,
+decision 0028) is not lost by such a failure: :func:`publish` deletes its outbox
+item once it is on the bus, and the relay publishes the ones left behind.
 """
 
 from __future__ import annotations
@@ -214,19 +217,42 @@ def entry(event: DomainEvent) -> dict[str, str]:
 PUT_EVENTS_MAX = 10  # entries per PutEvents call (EventBridge quota)
 
 
-def publish(*events: DomainEvent) -> bool:
-    """Put events on the bus, ten per call; returns False (and logs) if any could not be delivered."""
-    delivered = True
-    entries = [entry(e) for e in events]
+def send(entries: list[dict[str, str]]) -> list[bool]:
+    """``PutEvents`` ten entries per call (the bus is added here); one flag per entry: accepted or not.
+
+    Never raises for an AWS failure: it is logged (code only) and its entries are reported not accepted.
+    """
+    bus = settings().event_bus_name
+    accepted: list[bool] = []
     for start in range(0, len(entries), PUT_EVENTS_MAX):
+        chunk = [{**e, "EventBusName": bus} for e in entries[start:start + PUT_EVENTS_MAX]]
         try:
-            response = aws.client("events").put_events(Entries=entries[start:start + PUT_EVENTS_MAX])
+            response = aws.client("events").put_events(Entries=chunk)
         except (BotoCoreError, ClientError) as exc:
             logger.warning("event publish failed", extra={"error": aws.error_code(exc) or type(exc).__name__})
-            delivered = False
+            accepted += [False] * len(chunk)
             continue
-        failed = int(response.get("FailedEntryCount", 0))
-        if failed:
-            logger.warning("event publish partly failed", extra={"failed": failed})
-            delivered = False
-    return delivered
+        results = response.get("Entries") or []
+        flags = [i < len(results) and not results[i].get("ErrorCode") for i in range(len(chunk))]
+        if int(response.get("FailedEntryCount", 0)) and all(flags):
+            flags = [False] * len(chunk)  # a count without per-entry results: trust none of them
+        if not all(flags):
+            logger.warning("event publish partly failed", extra={"failed": flags.count(False)})
+        accepted += flags
+    return accepted
+
+
+def publish(*events: DomainEvent) -> bool:
+    """Put events on the bus, ten per call; returns False (and logs) if any could not be delivered.
+
+    Events committed to the outbox in this execution context (decision 0028) have their outbox items
+    deleted once delivered; an undelivered one stays there and the relay publishes it later.
+    """
+    from expediente import outbox
+
+    stored = outbox.claim(events)
+    entries = [entry(e) if p is None else {**p.entry, "EventBusName": settings().event_bus_name}
+               for e, p in zip(events, stored, strict=True)]
+    accepted = send(entries)
+    outbox.delete([p for p, ok in zip(stored, accepted, strict=True) if p is not None and ok])
+    return all(accepted)

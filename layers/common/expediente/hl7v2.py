@@ -51,6 +51,7 @@ Only the standard library and ``hl7`` (python-hl7) are imported: no AWS, no cloc
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -59,8 +60,16 @@ from decimal import Decimal, InvalidOperation
 from typing import Any, Final
 
 import hl7
+import hl7.containers
+import hl7.util
 from hl7.util import escape as _library_escape
 from hl7.util import unescape as _library_unescape
+
+# python-hl7 logs the raw field (a name, a CURP) when an escape sequence is malformed
+# (hl7.util.unescape); its loggers (named after their files) stay silent, and what is wrong with a
+# message goes in the NAK instead.
+for _module in (hl7.util, hl7.containers):
+    logging.getLogger(_module.__file__).setLevel(logging.CRITICAL + 1)
 
 __all__ = [
     "ERROR_TEXTS",

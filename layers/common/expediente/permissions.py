@@ -48,6 +48,9 @@ class Interaction(StrEnum):
     RELEASE = "$release"
     CHECK = "$check"
     HIDE = "$hide"
+    AUDIT_VERIFY = "$verify"
+    EVERYTHING = "$everything"
+    ARCO_CANCEL = "$arco-cancel"
 
 
 _I = Interaction
@@ -61,15 +64,18 @@ _VIEWS: Final = frozenset({_I.LASTN, _I.TREND})  # results views: whoever search
 # Nobody holds DELETE on clinical data: NOM-004 5.11 forbids erasures.
 PERMISSIONS: Final[dict[str, dict[Role, frozenset[Interaction]]]] = {
     "Patient": {
-        Role.PHYSICIAN: _MAINTAIN,
+        # $everything (NOM-024 export, ARCO access): the physician answers an access request with the
+        # full record; the administrator makes the legal copy (without narrative) and records ARCO
+        # cancellations; the patient downloads their own (docs/decisions/0024-patient-access-and-arco.md).
+        Role.PHYSICIAN: _MAINTAIN | {_I.EVERYTHING},
         Role.NURSE: _MAINTAIN,
         Role.RECEPTION: _MAINTAIN,
         Role.PHARMACIST: _READ_ONLY,
         Role.LAB: _READ_ONLY,
         Role.RADIOLOGY: _READ_ONLY,
         # Record management: merging confirmed duplicates is an administrative act.
-        Role.ADMIN: _READ_ONLY | {_I.MERGE},
-        Role.PATIENT: frozenset({_I.READ, _I.VREAD, _I.HISTORY}),
+        Role.ADMIN: _READ_ONLY | {_I.MERGE, _I.EVERYTHING, _I.ARCO_CANCEL},
+        Role.PATIENT: frozenset({_I.READ, _I.VREAD, _I.HISTORY, _I.EVERYTHING}),
     },
     "Encounter": {
         Role.PHYSICIAN: _MAINTAIN,
@@ -208,7 +214,8 @@ PERMISSIONS: Final[dict[str, dict[Role, frozenset[Interaction]]]] = {
         Role.ADMIN: frozenset({_I.READ, _I.SEARCH, _I.CREATE, _I.UPDATE}),
     },
     "AuditEvent": {
-        Role.AUDITOR: _LOOKUP,
+        # $verify: re-walk the hash chains and signed digests (decision 0022).
+        Role.AUDITOR: _LOOKUP | {_I.AUDIT_VERIFY},
         # NOM-024 traceability and LFPDPPP access rights: who looked at my record.
         Role.PATIENT: frozenset({_I.SEARCH}),
     },
@@ -223,6 +230,17 @@ NARRATIVE_READERS: Final = frozenset({Role.PHYSICIAN, Role.NURSE, Role.PHARMACIS
 def reads_narrative(roles: frozenset[Role]) -> bool:
     """Whether any of ``roles`` may read note narrative."""
     return bool(roles & NARRATIVE_READERS)
+
+
+# Who reads a diagnosis labelled sensitive (HIV, psychiatry, substance use, STI, sexual and reproductive
+# health: expediente.icd10.SENSITIVITY_RULES): the treating team and the patient. Every other role that
+# reads Conditions sees that a diagnosis exists (status, dates, links) with its code masked (decision 0027).
+SENSITIVE_DIAGNOSIS_READERS: Final = frozenset({Role.PHYSICIAN, Role.NURSE, Role.PATIENT})
+
+
+def reads_sensitive_diagnoses(roles: frozenset[Role]) -> bool:
+    """Whether any of ``roles`` may read the code of a diagnosis labelled sensitive."""
+    return bool(roles & SENSITIVE_DIAGNOSIS_READERS)
 
 
 def allowed(roles: frozenset[Role], resource_type: str, interaction: Interaction) -> bool:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
-from expediente import tenants
+from expediente import arco, tenants
 from expediente.context import TenantId, valid_resource_id
 from expediente.errors import Invalid, Unprocessable
 from expediente.settings import settings
@@ -97,7 +97,11 @@ def load(tenant: TenantId, ref: Ref) -> Stored | None:
                             f"{ref.resource_type} resources yet", expression=str(ref))
     target = store(ref.resource_type)
     if ref.version is None:
-        return target.get(tenant, ref.id)
+        stored = target.get(tenant, ref.id)
+        if stored is not None and ref.resource_type == "Patient":
+            # ARCO cancellation: resolving a blocked patient refuses the write (or read) being prepared.
+            arco.check_open(stored)
+        return stored
     return target.get_version(tenant, ref.id, ref.version)
 
 
@@ -142,6 +146,8 @@ def load_many(tenant: TenantId, refs: list[Ref]) -> dict[str, Stored]:
                 _, resource_type, resource_id = str(item["pk"]).rsplit("#", 2)
                 ref = wanted[(resource_type, resource_id)]
                 found[str(ref)] = store(resource_type).decode(tenant, resource_id, item)
+                if resource_type == "Patient":
+                    arco.check_open(found[str(ref)])  # ARCO cancellation, as in load()
         request = response.get("UnprocessedKeys") or {}
     return found
 

@@ -30,6 +30,7 @@ class Settings:
     table_admin: str = ""
     table_audit: str = ""
     table_idempotency: str = ""
+    table_outbox: str = ""
     key_app_arn: str = ""
     event_bus_name: str = ""
     user_pool_id: str = ""
@@ -38,6 +39,11 @@ class Settings:
     bucket_ingest: str = ""
     bucket_imaging: str = ""
     bucket_quarantine: str = ""
+    # Audit digests (decision 0022): the Object Lock bucket and the ECDSA key that signs them (by alias locally).
+    bucket_audit_digests: str = ""
+    key_audit_digest_arn: str = "alias/expediente/audit-digest"
+    # The role data calls assume with the session tag tenant=<tenant> (decision 0023); empty: off.
+    tenant_role_arn: str = ""
     # FHIR paging: default and hard cap of ``_count``.
     page_default: int = 20
     page_max: int = 100
@@ -63,6 +69,7 @@ _ENV = {
     "table_admin": ("TABLE_ADMIN",),
     "table_audit": ("TABLE_AUDIT",),
     "table_idempotency": ("TABLE_IDEMPOTENCY",),
+    "table_outbox": ("TABLE_OUTBOX",),
     "key_app_arn": ("KEY_APP_ARN",),
     "event_bus_name": ("EVENT_BUS_NAME",),
     "user_pool_id": ("USER_POOL_ID",),
@@ -71,6 +78,9 @@ _ENV = {
     "bucket_ingest": ("BUCKET_INGEST",),
     "bucket_imaging": ("BUCKET_IMAGING",),
     "bucket_quarantine": ("BUCKET_QUARANTINE",),
+    "bucket_audit_digests": ("BUCKET_AUDIT_DIGESTS",),
+    "key_audit_digest_arn": ("KEY_AUDIT_DIGEST_ARN",),
+    "tenant_role_arn": ("TENANT_ROLE_ARN",),
     "page_default": ("FHIR_PAGE_DEFAULT",),
     "page_max": ("FHIR_PAGE_MAX",),
 }

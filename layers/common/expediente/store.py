@@ -22,7 +22,7 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from expediente import aws
+from expediente import audit_chain, aws
 from expediente.context import TenantId
 from expediente.crypto import Envelope
 from expediente.errors import ServiceUnavailable
@@ -166,8 +166,30 @@ class VersionedStore:
         return f"{self.resource_type}/{resource_id}/{version}"
 
 
-def transact(items: list[dict[str, Any]]) -> None:
-    """Run one ``TransactWriteItems``; raises :class:`TransactionConflict` on a failed condition."""
+def transact(items: list[dict[str, Any]], *, events: Sequence[Any] = ()) -> None:
+    """Run one ``TransactWriteItems``; raises :class:`TransactionConflict` on a failed condition.
+
+    Audit records among ``items`` are sealed into the writer's hash chain first; the chain advances
+    only if the transaction succeeds and is abandoned on any failure or unknown outcome (decision 0022).
+    ``events`` (domain events describing this change) are written to the outbox in the same transaction
+    (decision 0028): publish them after it returns with :func:`expediente.events.publish`.
+    """
+    from expediente import outbox
+
+    staged = outbox.pending(events) if events else []
+    if staged:
+        items = [*items, *outbox.put_ops(staged)]
+    seal = audit_chain.seal_transaction(items)
+    try:
+        _transact_write_items(items)
+    except BaseException:
+        seal.abandon()
+        raise
+    seal.confirm()
+    outbox.remember(staged)
+
+
+def _transact_write_items(items: list[dict[str, Any]]) -> None:
     try:
         aws.client("dynamodb").transact_write_items(TransactItems=items)
     except ClientError as exc:
@@ -175,8 +197,9 @@ def transact(items: list[dict[str, Any]]) -> None:
             reasons = [r.get("Code", "None") for r in exc.response.get("CancellationReasons", [])]
             if "ConditionalCheckFailed" in reasons:
                 raise TransactionConflict(reasons) from exc
-            if "TransactionConflict" in reasons:
-                raise TransactionConflict(reasons) from exc
+            # Only TransactionConflict / throttling reasons: another request was writing one of the items
+            # at that instant. Nothing was written and the caller's version may still be current, so this
+            # is a 503 to retry, not a 409/412 (which would tell the client its data is stale).
         raise ServiceUnavailable("The record store is unavailable; nothing was changed") from exc
     except BotoCoreError as exc:
         raise ServiceUnavailable("The record store is unavailable; nothing was changed") from exc

@@ -51,7 +51,10 @@ def registry_item(tenant: str) -> dict[str, Any]:
 
 
 def registered_tenants() -> list[str]:
-    """Every registered tenant id (one Query on the registry partition, paged)."""
+    """Every registered tenant id (one Query on the registry partition, paged).
+
+    The registry belongs to no tenant: it is read with the execution role (decision 0023).
+    """
     from expediente.store import query
 
     found: list[str] = []
@@ -61,7 +64,8 @@ def registered_tenants() -> list[str]:
                                 "ExpressionAttributeValues": aws.to_item({":pk": REGISTRY})}
         if start:
             args["ExclusiveStartKey"] = start
-        response = query(**args)
+        with aws.global_access():
+            response = query(**args)
         found += [str(aws.from_item(item)["sk"]) for item in response.get("Items", [])]
         start = response.get("LastEvaluatedKey")
         if not start:

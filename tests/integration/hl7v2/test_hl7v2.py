@@ -324,11 +324,11 @@ def test_a_message_interrupted_between_transactions_is_completed_not_duplicated_
     real = ingest.transact
     calls: list[int] = []
 
-    def fail_on_the_third(items: list[dict[str, Any]]) -> None:
+    def fail_on_the_third(items: list[dict[str, Any]], **kwargs: Any) -> None:
         calls.append(len(items))
         if len(calls) == 3:
             raise TransactionConflict(["ConditionalCheckFailed"])  # stands for a crash mid-message
-        real(items)
+        real(items, **kwargs)
 
     monkeypatch.setattr(ingest, "transact", fail_on_the_third)
     first = send(interface.lab, message)

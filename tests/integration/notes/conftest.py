@@ -18,6 +18,7 @@ from tests.conftest import Reply, invoke
 from tests.integration.admin.conftest import AdminWorld, Caller, Tenant, api_event
 from tests.integration.admin.conftest import admin_world as admin_world  # the fixture, for this package
 from tests.integration.patients.conftest import patient_body
+from tests.support import logscan
 from tests.support.curp import make_curp
 
 CLUES = "HGIMB000151"
@@ -141,6 +142,7 @@ def vital_body(patient_id: str, code: str, value: float, unit: str, encounter_id
 def section(code: str, text: str | None = "Sin hallazgos relevantes.", entries: list[str] | None = None,
             **extra: Any) -> dict[str, Any]:
     out: dict[str, Any] = {"code": {"coding": [{"system": SECTION, "code": code}]}, **extra}
+    logscan.register(text)  # note text never appears in a log line (tests/support/logscan.py)
     if text is not None:
         out["text"] = {"status": "additional", "div": f'<div xmlns="http://www.w3.org/1999/xhtml">{text}</div>'}
     if entries:

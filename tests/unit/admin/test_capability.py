@@ -31,7 +31,7 @@ def test_patient_capabilities_are_declared():
     assert patient["versioning"] == "versioned-update"
     assert {p["name"] for p in patient["searchParam"]} == {"identifier", "family", "given", "name", "birthdate",
                                                            "gender", "active", "_count"}
-    assert [op["name"] for op in patient["operation"]] == ["merge"]
+    assert [op["name"] for op in patient["operation"]] == ["merge", "everything", "arco-cancel"]
     assert patient["conditionalDelete"] == "not-supported"
 
 

@@ -1,0 +1,60 @@
+"""Sign-ins in the audit trail, from the user pool's Lambda triggers.
+
+Cognito calls ``PreAuthentication`` when a user submits credentials, *before* it checks them,
+and ``PostAuthentication`` after a successful sign-in. Each writes one audit record under the
+user's tenant: ``login-attempt`` and ``login`` (``User``/<username>, the Cognito ``sub`` as agent).
+A failed sign-in is an attempt with no ``login`` from the same user right after it: Cognito has no
+trigger for a failure (its own sign-in event log, ``userAuthEvents`` exported with the Plus feature
+plan, records failures with their reason). Triggers carry no source IP; the record says
+``cognito`` as its user agent.
+
+If the record cannot be written the handler raises and Cognito refuses the sign-in: no access
+without its audit record (architecture decision 7). A user with no tenant attribute (none is
+created that way) is not audited here and is let through to Cognito, which then issues a token the
+API refuses (no tenant, 401).
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any, Final
+
+from expediente import audit
+from expediente.api import logger
+from expediente.audit import Action, AuditEntry
+from expediente.context import TENANT_ID, RequestContext, TenantId, tenant_scope
+
+PRE = "PreAuthentication_"
+POST = "PostAuthentication_"
+TRIGGER_PREFIXES: Final = (PRE, POST)
+
+
+def handle(event: dict[str, Any]) -> dict[str, Any]:
+    """Audit one Cognito authentication trigger event and return it unchanged (Cognito's contract).
+
+    Raises :class:`expediente.errors.AuditUnavailable` when the record cannot be written (Cognito then
+    refuses the sign-in).
+    """
+    source = str(event.get("triggerSource", ""))
+    action = Action.LOGIN_ATTEMPT if source.startswith(PRE) else Action.LOGIN
+    attributes = (event.get("request") or {}).get("userAttributes") or {}
+    tenant = str(attributes.get("custom:tenant_id") or "")
+    username = str(event.get("userName") or "")
+    if not TENANT_ID.match(tenant) or not username:
+        logger.warning("sign-in without a tenant not audited", extra={"trigger": source})
+        return event
+    client = str((event.get("callerContext") or {}).get("clientId") or "")
+    ctx = RequestContext(
+        tenant=TenantId(tenant), user_id=str(attributes.get("sub") or username), username=username,
+        roles=frozenset(), clinic_ids=(), clinic=None, practitioner_id=None, patient_id=None,
+        request_id=str(uuid.uuid4()), source_ip="", user_agent="cognito",
+    )
+    detail = {"trigger": source}
+    if client:
+        detail["client"] = client
+    if action is Action.LOGIN and "newDeviceUsed" in (event.get("request") or {}):
+        detail["new_device"] = str(bool(event["request"]["newDeviceUsed"])).lower()
+    with tenant_scope(tenant):
+        audit.record(ctx, AuditEntry("User", action, username, (), 200, detail=detail))
+    logger.info("sign-in audited", extra={"tenant": tenant, "action": action.value})
+    return event

@@ -1,0 +1,354 @@
+"""Tamper-evident audit end to end under moto: records tampered with directly in the table, signed digests in the
+Object Lock bucket, and ``GET /fhir/AuditEvent/$verify`` finding each change (decision 0022)."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import boto3
+import pytest
+from botocore.exceptions import ClientError
+
+from expediente import audit, audit_chain, aws
+from expediente.audit import Action, AuditEntry
+from expediente.context import RequestContext, TenantId
+from functions.admin import audit_integrity
+from tests.integration.admin.conftest import AdminWorld, Caller, Tenant
+from tests.support import aws as support
+
+VERIFY = "/fhir/AuditEvent/$verify"
+START = "2000-01-01"
+
+
+def _ddb() -> Any:
+    return boto3.client("dynamodb", region_name=support.REGION)
+
+
+def _records(tenant: str) -> list[dict[str, Any]]:
+    items = _ddb().query(TableName=support.table_name("audit"), KeyConditionExpression="pk = :pk",
+                         ExpressionAttributeValues={":pk": {"S": f"{tenant}#AUDIT"}})["Items"]
+    return [aws.from_item(i) for i in items]
+
+
+def _params(reply_body: dict[str, Any]) -> dict[str, Any]:
+    return {p["name"]: next((v for k, v in p.items() if k.startswith("value")), None)
+            for p in reply_body["parameter"] if p["name"] != "finding"}
+
+
+def _findings(reply_body: dict[str, Any]) -> list[dict[str, Any]]:
+    out = []
+    for p in reply_body["parameter"]:
+        if p["name"] == "finding":
+            out.append({part["name"]: next(v for k, v in part.items() if k.startswith("value"))
+                        for part in p["part"]})
+    return out
+
+
+def _verify(auditor: Caller, **query: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    later = (datetime.now(UTC) + timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    reply = auditor.get(VERIFY, start=query.get("start", START), end=query.get("end", later))
+    assert reply.status == 200, reply.body
+    assert reply.body["resourceType"] == "Parameters"
+    return _params(reply.body), _findings(reply.body)
+
+
+@pytest.fixture
+def trail(admin_world: AdminWorld, chain_a: Tenant) -> tuple[Tenant, Caller]:
+    """A tenant with some audited activity (clinics created and read) and its auditor."""
+    for clues in ("HGIMB000151", "HGIMB000163"):
+        clinic = admin_world.clinic(chain_a, clues)
+        assert chain_a.admin.get(f"/fhir/Organization/{clinic['id']}").status == 200
+    auditor = admin_world.user(chain_a, "auditor")
+    return chain_a, auditor
+
+
+def _digest_now(tenant: str) -> audit_integrity.Written:
+    time.sleep(0.002)
+    written = audit_integrity.write_digest(tenant, end=audit_integrity.instant(datetime.now(UTC)))
+    time.sleep(0.002)
+    assert written is not None
+    return written
+
+
+def test_a_clean_trail_verifies_with_zero_findings(trail):
+    tenant, auditor = trail
+    written = _digest_now(tenant.id)
+    params, findings = _verify(auditor)
+    assert findings == []
+    assert params["result"] is True
+    assert params["recordsVerified"] >= written.records >= 5
+    assert params["chainsVerified"] >= 1 and params["digestsVerified"] == 1
+    assert params["altered"] == params["inserted"] == params["deleted"] == 0
+
+
+def test_a_record_altered_in_the_table_is_reported_altered(trail):
+    tenant, auditor = trail
+    _digest_now(tenant.id)
+    victim = sorted(_records(tenant.id), key=lambda r: r["sk"])[2]
+    _ddb().update_item(TableName=support.table_name("audit"),
+                       Key={"pk": {"S": victim["pk"]}, "sk": {"S": victim["sk"]}},
+                       UpdateExpression="SET user_id = :u", ExpressionAttributeValues={":u": {"S": "someone-else"}})
+    params, findings = _verify(auditor)
+    assert params["result"] is False and params["altered"] == 1
+    assert [(f["kind"], f["record"]["reference"]) for f in findings] == [("altered", f"AuditEvent/{victim['id']}")]
+
+
+def test_a_record_deleted_from_the_table_is_reported_deleted(trail):
+    tenant, auditor = trail
+    _digest_now(tenant.id)
+    chained = sorted((r for r in _records(tenant.id) if r.get("seq")), key=lambda r: (r["chain"], r["seq"]))
+    victim = next(r for r in chained if r["seq"] == 2)
+    _ddb().delete_item(TableName=support.table_name("audit"),
+                       Key={"pk": {"S": victim["pk"]}, "sk": {"S": victim["sk"]}})
+    params, findings = _verify(auditor)
+    assert params["deleted"] == 1 and params["altered"] == params["inserted"] == 0
+    assert (findings[0]["kind"], findings[0]["chain"], findings[0]["seq"]) == ("deleted", victim["chain"], 2)
+
+
+def test_the_last_digested_record_deleted_is_caught_by_the_digest(trail):
+    tenant, auditor = trail
+    _digest_now(tenant.id)
+    chained = [r for r in _records(tenant.id) if r.get("seq")]
+    # The newest record of the longest chain inside the digest: nothing after it in its chain.
+    newest = max(chained, key=lambda r: r["sk"])
+    last = max((r for r in chained if r["chain"] == newest["chain"]), key=lambda r: r["seq"])
+    _ddb().delete_item(TableName=support.table_name("audit"), Key={"pk": {"S": last["pk"]}, "sk": {"S": last["sk"]}})
+    params, findings = _verify(auditor, end=audit_integrity.instant(datetime.now(UTC) + timedelta(hours=1)))
+    assert params["deleted"] >= 1
+    assert any(f["kind"] == "deleted" and f["seq"] == last["seq"] for f in findings)
+
+
+def test_a_record_inserted_in_the_table_is_reported_inserted(trail):
+    tenant, auditor = trail
+    _digest_now(tenant.id)
+    ctx = RequestContext(tenant=TenantId(tenant.id), user_id="ghost", username="ghost", roles=frozenset(),
+                         clinic_ids=(), clinic=None, practitioner_id=None, patient_id=None, request_id="r",
+                         source_ip="", user_agent="")
+    forged = audit.audit_items(ctx, AuditEntry("Patient", Action.READ, "p-1", ("p-1",)),
+                               now=datetime.now(UTC) - timedelta(seconds=30))[0]
+    _ddb().put_item(TableName=support.table_name("audit"), Item=forged)
+    params, findings = _verify(auditor)
+    assert params["inserted"] == 1 and params["altered"] == params["deleted"] == 0
+    assert findings[0]["kind"] == "inserted"
+
+
+def test_a_forged_chain_inside_a_digested_period_is_reported_inserted(trail):
+    tenant, auditor = trail
+    _digest_now(tenant.id)
+    ctx = RequestContext(tenant=TenantId(tenant.id), user_id="ghost", username="ghost", roles=frozenset(),
+                         clinic_ids=(), clinic=None, practitioner_id=None, patient_id=None, request_id="r",
+                         source_ip="", user_agent="")
+    inside = datetime.fromisoformat(max(r["recorded"] for r in _records(tenant.id)).replace("Z", "+00:00"))
+    before = datetime.fromisoformat(min(r["recorded"] for r in _records(tenant.id)).replace("Z", "+00:00"))
+    for moment in (inside - timedelta(milliseconds=1), before - timedelta(seconds=30)):
+        audit_chain.reset()  # the forger computes a perfectly valid chain of its own
+        items = audit.audit_items(ctx, AuditEntry("Patient", Action.READ, "p-1", ("p-1",)), now=moment)
+        audit_chain.seal_items(items).confirm()
+        _ddb().put_item(TableName=support.table_name("audit"), Item=items[0])
+    audit_chain.reset()
+    params, findings = _verify(auditor)
+    assert params["inserted"] == 2 and params["altered"] == params["deleted"] == 0
+    details = sorted(f["detail"] for f in findings)
+    assert "not in the signed digest" in details[0] and "before the trail's first record" in details[1]
+
+
+def test_a_tampered_digest_is_reported_and_its_locked_version_cannot_be_deleted(trail):
+    tenant, auditor = trail
+    written = _digest_now(tenant.id)
+    s3 = boto3.client("s3", region_name=support.REGION)
+    bucket = support.bucket_name("audit_digests")
+    original = s3.get_object(Bucket=bucket, Key=written.key)
+    assert original["ObjectLockMode"] == "COMPLIANCE"
+    assert original["ObjectLockRetainUntilDate"] > datetime.now(UTC) + timedelta(days=3650)
+    with pytest.raises(ClientError):
+        s3.delete_object(Bucket=bucket, Key=written.key, VersionId=original["VersionId"])
+    document = json.loads(original["Body"].read())
+    document["digest"]["records"] += 1  # rewrite it as a new version: the signature no longer matches
+    s3.put_object(Bucket=bucket, Key=written.key, Body=json.dumps(document).encode())
+    params, findings = _verify(auditor)
+    assert params["digestsVerified"] == 0 and params["altered"] >= 1
+    assert any(f["detail"].startswith(f"digest {written.key}") for f in findings)
+
+
+def test_digests_chain_to_each_other_and_a_second_run_only_adds_new_records(trail, admin_world):
+    tenant, auditor = trail
+    first = _digest_now(tenant.id)
+    admin_world.clinic(tenant, "HGCRO000032")
+    second = _digest_now(tenant.id)
+    s3 = boto3.client("s3", region_name=support.REGION)
+    body = json.loads(s3.get_object(Bucket=support.bucket_name("audit_digests"), Key=second.key)["Body"].read())
+    assert body["digest"]["previous"] == {"key": first.key, "hash": first.hash}
+    assert body["digest"]["start"] == first.key.rsplit("/", 1)[1].removesuffix(".json")
+    assert audit_integrity.write_digest(tenant.id, end=second.key.rsplit("/", 1)[1].removesuffix(".json")) is None
+    params, findings = _verify(auditor)
+    assert findings == [] and params["digestsVerified"] == 2
+
+
+def test_the_hourly_schedule_digests_every_tenant(admin_world, chain_a, chain_b):
+    from functions.admin.handler import lambda_handler
+    from tests.conftest import LambdaContext
+
+    past = datetime.now(UTC) - timedelta(hours=3)
+    for tenant in (chain_a, chain_b):
+        ctx = RequestContext(tenant=TenantId(tenant.id), user_id="u", username="u", roles=frozenset(), clinic_ids=(),
+                             clinic=None, practitioner_id=None, patient_id=None, request_id="r", source_ip="",
+                             user_agent="")
+        items = audit.audit_items(ctx, AuditEntry("Patient", Action.READ, "p-1", ("p-1",)), now=past)
+        audit_chain.seal_items(items).confirm()
+        _ddb().put_item(TableName=support.table_name("audit"), Item=items[0])
+    result = lambda_handler({"source": "aws.events", "detail-type": "Scheduled Event", "detail": {}}, LambdaContext())
+    assert result == {"digests": 2}
+    keys = [o["Key"] for o in boto3.client("s3", region_name=support.REGION).list_objects_v2(
+        Bucket=support.bucket_name("audit_digests"))["Contents"]]
+    assert sorted(k.split("/")[0] for k in keys) == sorted([chain_a.id, chain_b.id])
+
+
+def test_a_failed_transaction_leaves_no_fork_and_opens_a_new_chain(trail, admin_world):
+    tenant, auditor = trail
+    opened = audit_chain.chains_opened()
+    admin_world.clinic(tenant, "HGCRO000032")
+    reply = tenant.admin.post("/fhir/Organization", {"resourceType": "Organization", "name": "Otra", "active": True,
+                                                     "identifier": [{"system": "urn:oid:2.16.840.1.113883.4.631",
+                                                                     "value": "HGCRO000032"}],
+                                                     "partOf": {"reference": f"Organization/{tenant.chain_id}"}})
+    assert reply.status == 409  # the CLUES guard fails the transaction with its audit record
+    assert audit_chain.chains_opened() > opened
+    admin_world.clinic(tenant, "HGIMB000175")
+    records = [r for r in _records(tenant.id) if r.get("seq")]
+    assert len({(r["chain"], r["seq"]) for r in records}) == len(records)  # no seq written twice
+    _digest_now(tenant.id)
+    _, findings = _verify(auditor)
+    assert findings == []
+
+
+def test_two_threads_writing_at_once_leave_valid_chains(trail):
+    tenant, auditor = trail
+
+    def reads(n: int) -> None:
+        ctx = RequestContext(tenant=TenantId(tenant.id), user_id=f"u{n}", username=f"u{n}", roles=frozenset(),
+                             clinic_ids=(), clinic=None, practitioner_id=None, patient_id=None, request_id="r",
+                             source_ip="", user_agent="")
+        for _ in range(15):
+            audit.record(ctx, AuditEntry("Patient", Action.SEARCH, None, ("p-1", "p-2"), 200))
+
+    threads = [threading.Thread(target=reads, args=(n,)) for n in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    _digest_now(tenant.id)
+    params, findings = _verify(auditor)
+    assert findings == []
+    assert params["copiesVerified"] >= 60 and params["chainsVerified"] >= 3
+
+
+def test_only_the_auditor_may_verify(trail, admin_world):
+    tenant, _ = trail
+    receptionist = admin_world.user(tenant, "reception", clinic_ids=["HGIMB000151"])
+    assert receptionist.get(VERIFY, start=START).status == 403
+    assert tenant.admin.get(VERIFY, start=START).status == 403
+
+
+@pytest.mark.parametrize(("query", "expression"), [
+    ({"start": "yesterday"}, "start"), ({"start": "2026-01-02", "end": "2026-01-01"}, "start"),
+    ({"since": "2026-01-01"}, "since"), ({"start": "ge2026-01-01"}, "start"),
+])
+def test_bad_verify_periods_are_400_naming_the_parameter(trail, query, expression):
+    _, auditor = trail
+    reply = auditor.call("GET", VERIFY, query=query)
+    assert reply.status == 400
+    assert reply.body["issue"][0]["expression"] == [expression]
+
+
+# ------------------------------------------------------------------ reports, sign-ins, privilege changes ---
+
+
+def test_the_trail_exports_as_csv_for_a_period_sorted_and_paged(trail):
+    _, auditor = trail
+    reply = auditor.call("GET", "/fhir/AuditEvent", query={"_format": "text/csv", "_sort": "date", "_count": "3",
+                                                           "date": f"ge{START}"})
+    assert reply.status == 200 and reply.headers["Content-Type"].startswith("text/csv")
+    lines = reply.body.splitlines()
+    assert lines[0].startswith("recorded,id,action,outcome,status,resource_type")
+    rows = [line.split(",") for line in lines[1:]]
+    assert len(rows) == 3 and [r[0] for r in rows] == sorted(r[0] for r in rows)
+    assert 'rel="next"' in reply.headers["Link"] and "_page=" in reply.headers["Link"]
+    newest = auditor.call("GET", "/fhir/AuditEvent", query={"_sort": "-date", "_count": "50"},
+                          headers={"Accept": "text/csv"})
+    dates = [line.split(",")[0] for line in newest.body.splitlines()[1:]]
+    assert dates == sorted(dates, reverse=True) and len(dates) >= 6
+    assert auditor.get("/fhir/AuditEvent", _format="application/xml").status == 400
+
+
+def test_a_csv_cell_that_looks_like_a_formula_is_neutralized():
+    from functions.admin.audit_report import to_csv
+
+    text = to_csv([{"recorded": "2026-01-01T00:00:00.000Z", "id": "=HYPERLINK(\"x\")", "detail": {"a": "b"}}])
+    assert "'=HYPERLINK" in text and "a=b" in text
+
+
+def _trigger(source: str, tenant: str, username: str, sub: str) -> dict[str, Any]:
+    return {"version": "1", "triggerSource": source, "region": support.REGION, "userPoolId": "us-east-1_pool",
+            "userName": username, "callerContext": {"awsSdkVersion": "aws-sdk-js-3", "clientId": "client-1"},
+            "request": {"userAttributes": {"sub": sub, "custom:tenant_id": tenant, "cognito:user_status": "CONFIRMED"},
+                        **({"newDeviceUsed": False} if source.startswith("Post") else {"validationData": {}})},
+            "response": {}}
+
+
+def test_sign_in_attempts_and_successes_are_audited_from_cognito_triggers(trail):
+    from functions.admin.handler import lambda_handler
+    from tests.conftest import LambdaContext
+
+    tenant, auditor = trail
+    attempt = _trigger("PreAuthentication_Authentication", tenant.id, "nurse7", "sub-7")
+    assert lambda_handler(attempt, LambdaContext()) == attempt  # Cognito's contract: the event back
+    lambda_handler(_trigger("PostAuthentication_Authentication", tenant.id, "nurse7", "sub-7"), LambdaContext())
+    lambda_handler(_trigger("PreAuthentication_Authentication", tenant.id, "nurse7", "sub-7"), LambdaContext())
+    mine = sorted((r for r in _records(tenant.id) if r["user_id"] == "sub-7"), key=lambda r: r["sk"])
+    assert [r["action"] for r in mine] == ["login-attempt", "login", "login-attempt"]  # the last one failed
+    assert all(r["chain"] and r["resource_id"] == "nurse7" for r in mine)
+    bundle = auditor.get("/fhir/AuditEvent", agent="sub-7").body
+    subtypes = {c["code"] for e in bundle["entry"] for c in e["resource"]["subtype"]}
+    assert {"110122", "login", "login-attempt"} <= subtypes
+    assert all(e["resource"]["type"]["code"] == "110114" for e in bundle["entry"])
+
+
+def test_a_sign_in_without_a_tenant_is_let_through_unaudited(trail):
+    from functions.admin import auth_events
+
+    tenant, _ = trail
+    before = len(_records(tenant.id))
+    event = _trigger("PostAuthentication_Authentication", "", "operator", "sub-op")
+    assert auth_events.handle(event) == event
+    assert len(_records(tenant.id)) == before
+
+
+def test_a_sign_in_that_cannot_be_audited_is_refused(trail, monkeypatch):
+    from expediente.errors import AuditUnavailable
+    from functions.admin import auth_events
+
+    tenant, _ = trail
+    monkeypatch.setenv("TABLE_AUDIT", "no-such-table")
+    support.reset_caches()
+    with pytest.raises(AuditUnavailable):
+        auth_events.handle(_trigger("PreAuthentication_Authentication", tenant.id, "nurse7", "sub-7"))
+
+
+def test_a_privilege_change_says_what_changed(trail, admin_world):
+    tenant, _ = trail
+    nurse = admin_world.user(tenant, "auditor")
+    read = tenant.admin.get(f"/admin/users/{nurse.username}")
+    reply = tenant.admin.call("PUT", f"/admin/users/{nurse.username}", {"role": "auditor", "enabled": False},
+                              headers={"If-Match": read.headers["ETag"], "Content-Type": "application/json"})
+    assert reply.status == 200, reply.body
+    promoted = tenant.admin.call("PUT", f"/admin/users/{nurse.username}", {"role": "admin", "enabled": False},
+                                 headers={"If-Match": reply.headers["ETag"], "Content-Type": "application/json"})
+    assert promoted.status == 200, promoted.body
+    updates = sorted((r for r in _records(tenant.id) if r["action"] == "update" and r["resource_id"] == nurse.username),
+                     key=lambda r: r["sk"])
+    assert [u["detail"] for u in updates] == [{"changed": "enabled", "enabled": "true>false"},
+                                              {"changed": "role", "role": "auditor>admin"}]
