@@ -27,6 +27,7 @@ from typing import Any
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
+SELF = "tests/unit/test_secrets.py"
 
 _TESTING = "dc724af18fbdd4e59189f5fe768a5f8311527050"  # "testing": moto's documented fake AWS credentials
 ALLOWED: dict[tuple[str, str], str] = {
@@ -53,6 +54,10 @@ ALLOWED: dict[tuple[str, str], str] = {
         "the base32 alphabet of resource ids, not a key",
     ("tests/unit/dicom/test_header.py", "3deda56d9e365c6f7a1915e819a0d4ed1606869d"):
         "a synthetic DICOM patient name the test plants to prove it never reaches a log",
+    ("docs/guides/api-reference.md", "6cb6dd5dda395fdacde33811efd8f7c6e6050008"):
+        "password the API reference sets for a user it creates in the local stack's moto Cognito (127.0.0.1)",
+    ("tests/integration/security/walker.py", "5831a784a378504a94e06181f1a00c656b39701c"):
+        "the base32 alphabet of resource ids (made-up ids of the tenant walk), not a key",
     ("tests/unit/prescriptions/test_receta.py", "386c9b53c0a2b6fe53b148541529c7ac30830854"):
         "the SHA-256 digest of a test document (a public value by design)",
 }
@@ -79,7 +84,8 @@ def scan(paths: list[str]) -> list[tuple[str, str, str, int]]:
 
 def tracked_files() -> list[str]:
     listed = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, check=True).stdout
-    return [p for p in listed.decode().split("\0") if p and (ROOT / p).is_file()]
+    # This file is left out: it holds the allow-list's digests and the fakes the tests below plant.
+    return [p for p in listed.decode().split("\0") if p and (ROOT / p).is_file() and p != SELF]
 
 
 def unexpected(findings: list[tuple[str, str, str, int]]) -> list[str]:
