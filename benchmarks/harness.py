@@ -69,9 +69,12 @@ class AwsCalls:
         self._started: dict[int, float] = {}
 
     def attach(self, *clients: Any) -> None:
-        for client in clients:
-            client.meta.events.register("before-call", self._before)
-            client.meta.events.register("after-call", self._after)
+        """Count the calls of ``clients`` (each event emitter once: a tenant-routed client and the plain client
+        it resolves to share one)."""
+        emitters = {id(c.meta.events): c.meta.events for c in clients}
+        for events in emitters.values():
+            events.register("before-call", self._before)
+            events.register("after-call", self._after)
 
     def _before(self, model: Any, **_: Any) -> None:
         self._started[id(model)] = time.perf_counter()

@@ -110,6 +110,8 @@ class Lookups:
     tenants: dict[str, bool] = field(default_factory=dict)
     orders: dict[tuple[str, str], tuple[str | None, dict[str, Any] | None]] = field(default_factory=dict)
     patients: dict[tuple[str, str], str | None] = field(default_factory=dict)
+    # Patients whose record was found open (not blocked by an ARCO cancellation) in this batch.
+    open_records: set[tuple[str, str]] = field(default_factory=set)
 
 
 @dataclass(frozen=True)
@@ -251,10 +253,13 @@ def match(tenant: TenantId, instance: Instance, *, expected: str | None, overrid
     if orders.order_status(order) == "cancelled":
         raise Quarantined("order-closed", "the order was cancelled")
     patient_id = records.subject_of(order) or ""
-    try:
-        records.find(tenant, "Patient", patient_id)  # ARCO cancellation: a blocked record takes no new images
-    except RecordBlocked as exc:
-        raise Quarantined("record-blocked", "the patient's record is blocked by an ARCO cancellation request") from exc
+    if (tenant, patient_id) not in lookups.open_records:
+        try:
+            records.find(tenant, "Patient", patient_id)  # ARCO cancellation: a blocked record takes no new images
+        except RecordBlocked as exc:
+            raise Quarantined("record-blocked",
+                              "the patient's record is blocked by an ARCO cancellation request") from exc
+        lookups.open_records.add((tenant, patient_id))
     if not overrides.patient_confirmed:
         _check_patient(tenant, instance.patient_id, patient_id, lookups)
     return Match(order_id=order_id, patient_id=patient_id, accession=accession)

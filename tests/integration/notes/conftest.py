@@ -159,6 +159,24 @@ def note_body(patient_id: str, encounter_id: str, loinc: str, sections: list[dic
             "section": sections, **extra}
 
 
+def historia_clinica_body(patient_id: str, encounter_id: str, condition_id: str, vitals: list[str]) -> dict[str, Any]:
+    """A complete historia clínica (LOINC 34117-2) for a visit with vital signs and one diagnosis."""
+    return note_body(patient_id, encounter_id, "34117-2", [
+        section("antecedentes-heredofamiliares", "Madre con diabetes tipo 2."),
+        section("antecedentes-personales-patologicos", "Niega alergias."),
+        section("antecedentes-personales-no-patologicos", "No fuma."),
+        section("padecimiento-actual", "Cefalea de 3 días."),
+        section("interrogatorio-aparatos-sistemas", "Sin datos patológicos."),
+        section("exploracion-fisica", "Consciente, orientado."),
+        section("signos-vitales", None, vitals),
+        section("resultados", None, emptyReason={"coding": [{
+            "system": "http://terminology.hl7.org/CodeSystem/list-empty-reason", "code": "notstarted"}]}),
+        section("diagnosticos", "Hipertensión esencial.", [f"Condition/{condition_id}"]),
+        section("pronostico", "Bueno para la vida."),
+        section("tratamiento", "Dieta hiposódica."),
+    ])
+
+
 @dataclass
 class Visit:
     """An open encounter with a diagnosis and vital signs, ready for notes."""
@@ -169,21 +187,7 @@ class Visit:
     vitals: dict[str, str]
 
     def historia_clinica(self) -> dict[str, Any]:
-        vitals = list(self.vitals.values())
-        return note_body(self.patient_id, self.encounter_id, "34117-2", [
-            section("antecedentes-heredofamiliares", "Madre con diabetes tipo 2."),
-            section("antecedentes-personales-patologicos", "Niega alergias."),
-            section("antecedentes-personales-no-patologicos", "No fuma."),
-            section("padecimiento-actual", "Cefalea de 3 días."),
-            section("interrogatorio-aparatos-sistemas", "Sin datos patológicos."),
-            section("exploracion-fisica", "Consciente, orientado."),
-            section("signos-vitales", None, vitals),
-            section("resultados", None, emptyReason={"coding": [{
-                "system": "http://terminology.hl7.org/CodeSystem/list-empty-reason", "code": "notstarted"}]}),
-            section("diagnosticos", "Hipertensión esencial.", [f"Condition/{self.condition_id}"]),
-            section("pronostico", "Bueno para la vida."),
-            section("tratamiento", "Dieta hiposódica."),
-        ])
+        return historia_clinica_body(self.patient_id, self.encounter_id, self.condition_id, list(self.vitals.values()))
 
 
 def open_visit(staff: Staff, patient_id: str) -> Visit:

@@ -34,7 +34,14 @@ from expediente.permissions import PERMISSIONS, Interaction, Role
 from infra import definitions
 from tests.conftest import Reply
 from tests.integration.admin.conftest import AdminWorld
-from tests.integration.notes.conftest import CLUES, Chain, Staff, call, make_chain, note_body, section
+from tests.integration.notes.conftest import (
+    CLUES,
+    Chain,
+    Staff,
+    call,
+    historia_clinica_body,
+    make_chain,
+)
 from tests.integration.patients.conftest import patient_body
 from tests.support.aws import REGION, bucket_name
 from tests.support.curp import make_curp
@@ -492,20 +499,7 @@ def all_keys() -> list[str]:
 
 
 def historia_clinica(patient_id: str, encounter_id: str, condition_id: str, vitals: list[str]) -> dict[str, Any]:
-    return note_body(patient_id, encounter_id, "34117-2", [
-        section("antecedentes-heredofamiliares", "Madre con diabetes tipo 2."),
-        section("antecedentes-personales-patologicos", "Niega alergias."),
-        section("antecedentes-personales-no-patologicos", "No fuma."),
-        section("padecimiento-actual", "Cefalea de 3 días."),
-        section("interrogatorio-aparatos-sistemas", "Sin datos patológicos."),
-        section("exploracion-fisica", "Consciente, orientado."),
-        section("signos-vitales", None, vitals),
-        section("resultados", None, emptyReason={"coding": [{
-            "system": "http://terminology.hl7.org/CodeSystem/list-empty-reason", "code": "notstarted"}]}),
-        section("diagnosticos", "Hipertensión esencial.", [f"Condition/{condition_id}"]),
-        section("pronostico", "Bueno para la vida."),
-        section("tratamiento", "Dieta hiposódica."),
-    ])
+    return historia_clinica_body(patient_id, encounter_id, condition_id, vitals)
 
 
 def oru(*, patient: str, placer: str, obx: list[str], control: str) -> str:
