@@ -411,7 +411,8 @@ def create_user() -> Response[str]:
 
     def run() -> Response[str]:
         user = logic.create_user(ctx, body, repo=repository(), directory=_directory())
-        logger.info("user created", extra={"tenant": ctx.tenant, "username": user["username"], "role": user["role"]})
+        # Usernames are often people's names: the audit record names the account, the log only the role.
+        logger.info("user created", extra={"tenant": ctx.tenant, "role": user["role"]})
         return _json(user, status=201, headers={"Location": f"{base_url(app)}/admin/users/{user['username']}",
                                                 "ETag": f'W/"{user["version"]}"'})
 
