@@ -155,19 +155,14 @@ def _transact_with(dynamodb: Any) -> Transact:
 
     def run(items: list[dict[str, Any]]) -> None:
         # The audit records are hash-chained like every other (decision 0022): sealed here, confirmed on success.
-        seal = audit_chain.seal_transaction(items)
-        try:
-            dynamodb.transact_write_items(TransactItems=items)
-        except ClientError as exc:
-            seal.abandon()
-            if aws.error_code(exc) == "TransactionCanceledException":
-                raise TransactionConflict(
-                    [r.get("Code", "None") for r in exc.response.get("CancellationReasons", [])]) from exc
-            raise
-        except BaseException:
-            seal.abandon()
-            raise
-        seal.confirm()
+        with audit_chain.seal_transaction(items):
+            try:
+                dynamodb.transact_write_items(TransactItems=items)
+            except ClientError as exc:
+                if aws.error_code(exc) == "TransactionCanceledException":
+                    raise TransactionConflict(
+                        [r.get("Code", "None") for r in exc.response.get("CancellationReasons", [])]) from exc
+                raise
 
     return run
 

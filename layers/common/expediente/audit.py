@@ -159,11 +159,11 @@ def record(ctx: RequestContext, entry: AuditEntry) -> None:
     table = settings().table_audit
     items = audit_items(ctx, entry)
     client = aws.client("dynamodb")
-    seal = audit_chain.seal_items(items)
-    try:
-        if len(items) == 1:
-            client.put_item(TableName=table, Item=items[0], ConditionExpression="attribute_not_exists(pk)")
-        else:
+    with audit_chain.seal_items(items):
+        try:
+            if len(items) == 1:
+                client.put_item(TableName=table, Item=items[0], ConditionExpression="attribute_not_exists(pk)")
+                return
             for start in range(0, len(items), 25):
                 pending: dict[str, Any] = {table: [{"PutRequest": {"Item": i}} for i in items[start:start + 25]]}
                 for _ in range(5):
@@ -172,13 +172,8 @@ def record(ctx: RequestContext, entry: AuditEntry) -> None:
                         break
                 if pending:
                     raise AuditUnavailable("The access could not be audited, so no data is returned")
-    except (BotoCoreError, ClientError) as exc:
-        seal.abandon()
-        raise AuditUnavailable("The access could not be audited, so no data is returned") from exc
-    except BaseException:
-        seal.abandon()
-        raise
-    seal.confirm()
+        except (BotoCoreError, ClientError) as exc:
+            raise AuditUnavailable("The access could not be audited, so no data is returned") from exc
 
 
 def audit_partition(tenant: TenantId) -> str:

@@ -117,9 +117,22 @@ def chains_opened() -> int:
 
 @dataclass
 class Seal:
-    """Chain heads a write will leave behind if it succeeds. ``confirm`` after success; ``abandon`` otherwise."""
+    """Chain heads a write will leave behind if it succeeds. ``confirm`` after success; ``abandon`` otherwise.
+
+    Used as a context manager around the write, it does exactly that: confirms when the block ends
+    normally, abandons when anything is raised (and lets it propagate).
+    """
 
     pending: dict[str, Head] = field(default_factory=dict)
+
+    def __enter__(self) -> Seal:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, *_: object) -> None:
+        if exc_type is None:
+            self.confirm()
+        else:
+            self.abandon()
 
     def confirm(self) -> None:
         """The write succeeded: its last record of each tenant becomes that chain's head."""

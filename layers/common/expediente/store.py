@@ -179,13 +179,8 @@ def transact(items: list[dict[str, Any]], *, events: Sequence[Any] = ()) -> None
     staged = outbox.pending(events) if events else []
     if staged:
         items = [*items, *outbox.put_ops(staged)]
-    seal = audit_chain.seal_transaction(items)
-    try:
+    with audit_chain.seal_transaction(items):
         _transact_write_items(items)
-    except BaseException:
-        seal.abandon()
-        raise
-    seal.confirm()
     outbox.remember(staged)
 
 
