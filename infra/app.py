@@ -58,7 +58,7 @@ def create_app(*, outdir: str | Path | None = None, context: dict[str, Any] | No
         account=os.environ.get("CDK_DEFAULT_ACCOUNT"), region=os.environ.get("CDK_DEFAULT_REGION"),
     )
     stateful = StatefulStack(
-        app, f"{prefix}Expediente-Stateful", name_prefix=prefix, env=env,
+        app, f"{prefix}Expediente-Stateful", name_prefix=prefix, build=paths, env=env,
         description="Expediente: keys, tables, buckets, identity, events, audit trail (all RETAIN)",
     )
     stateless = StatelessStack(

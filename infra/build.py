@@ -173,8 +173,8 @@ def build_function(function_id: str, build_dir: Path = BUILD_DIR) -> Path:
     Returns the asset directory. Raises BuildError when a folder does not exist: a FunctionDef
     without code would deploy a function that fails on every request.
     """
-    packages = (function_id, *definitions.function(function_id).bundles) \
-        if any(f.id == function_id for f in definitions.FUNCTIONS) else (function_id,)
+    declared = {f.id for f in (*definitions.FUNCTIONS, *definitions.IDENTITY_FUNCTIONS)}
+    packages = (function_id, *definitions.function(function_id).bundles) if function_id in declared else (function_id,)
     for package in packages:
         if not (FUNCTIONS_DIR / package).is_dir():
             raise BuildError(f"functions/{package}/ does not exist but infra.definitions declares it")
@@ -231,13 +231,14 @@ def _exclusive(build_dir: Path) -> Iterator[None]:
 
 
 def build_all(build_dir: Path = BUILD_DIR) -> BuildPaths:
-    """Build the layer and one asset per function in ``definitions.FUNCTIONS``.
+    """Build the layer and one asset per function in ``definitions.FUNCTIONS`` and ``IDENTITY_FUNCTIONS``.
 
     Raises BuildError when uv or the install fails, or a declared function has no folder.
     """
     with _exclusive(build_dir):
         layer = build_layer(build_dir)
-        functions = {fn.id: build_function(fn.id, build_dir) for fn in definitions.FUNCTIONS}
+        functions = {fn.id: build_function(fn.id, build_dir)
+                     for fn in (*definitions.FUNCTIONS, *definitions.IDENTITY_FUNCTIONS)}
     return BuildPaths(layer=layer, functions=functions)
 
 

@@ -399,9 +399,25 @@ def table(table_id: str) -> TableDef:
     raise KeyError(table_id)
 
 
+# The user pool's own trigger function (decision 0029): deployed with the pool in the stateful stack
+# (a trigger in the stateless stack would make the stacks reference each other). It has no route and
+# never reaches the pool; Cognito waits at most 5 s for a trigger.
+SIGN_IN = FunctionDef(
+    id="sign_in",
+    description="Cognito PreAuthentication and PostAuthentication triggers: every sign-in attempt and success "
+                "in the tenant's audit trail",
+    writes=("audit",),
+    timeout_s=5,
+)
+IDENTITY_FUNCTIONS: tuple[FunctionDef, ...] = (SIGN_IN,)
+# The function that audits failed sign-ins from Cognito's sign-in event log (a log subscription): it
+# reads the user's account to find the tenant, which the sign-in trigger, made before the pool, cannot.
+SIGN_IN_FAILURES_FUNCTION = "admin"
+
+
 def function(function_id: str) -> FunctionDef:
-    """The function definition with this id (raises KeyError)."""
-    for f in FUNCTIONS:
+    """The function definition with this id, API or identity (raises KeyError)."""
+    for f in (*FUNCTIONS, *IDENTITY_FUNCTIONS):
         if f.id == function_id:
             return f
     raise KeyError(function_id)

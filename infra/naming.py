@@ -31,3 +31,9 @@ def bucket_name(prefix: str, bucket_id: str) -> str:
     Keep stage names short: a bucket name has at most 63 characters.
     """
     return f"{prefix}expediente-{bucket_id.replace('_', '-')}-{cdk.Aws.ACCOUNT_ID}-{cdk.Aws.REGION}"
+
+
+def sign_in_log_group_name(prefix: str) -> str:
+    """The log group Cognito exports its sign-in events to (decision 0029), under ``/aws/vendedlogs/`` as AWS
+    advises for log groups a service delivers to."""
+    return f"/aws/vendedlogs/cognito/{prefix}expediente-sign-in-events"

@@ -37,7 +37,7 @@ from expediente.permissions import Interaction
 from expediente.settings import settings
 from expediente.store import Stored
 
-from . import audit_report, auth_events, logic, rules
+from . import audit_report, logic, rules, sign_in_failures
 from .capability import capability_statement
 from .directory import CognitoDirectory
 from .repository import repository
@@ -476,6 +476,6 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
         written = audit_integrity.digest_all(log=lambda message, extra: logger.error(message, extra=extra))
         logger.info("audit digests written", extra={"digests": len(written)})
         return {"digests": len(written)}
-    if str(event.get("triggerSource", "")).startswith(auth_events.TRIGGER_PREFIXES):
-        return auth_events.handle(event)
+    if sign_in_failures.is_log_subscription(event):  # Cognito's sign-in event log (decision 0029)
+        return sign_in_failures.handle(event, account_of=_directory().get)
     return app.resolve(event, context)

@@ -26,7 +26,7 @@ from constructs import Construct, IConstruct
 
 from infra import definitions, delivery, tenancy
 from infra.nag import INLINE_POLICY_REASON, acknowledge, rendered
-from infra.stacks.stateful import SharedResources
+from infra.shared import SharedResources
 
 RUNTIME = lambda_.Runtime.PYTHON_3_12
 ALIAS_NAME = "live"
@@ -156,9 +156,10 @@ class ExpedienteFunction(Construct):
             "POWERTOOLS_METRICS_NAMESPACE": METRICS_NAMESPACE,
             "KEY_APP_ARN": shared.app_key.key_arn,
             "EVENT_BUS_NAME": shared.event_bus.event_bus_name,
-            "USER_POOL_ID": shared.user_pool.user_pool_id,
-            "USER_POOL_CLIENT_ID": shared.user_pool_client.user_pool_client_id,
         }
+        if shared.user_pool is not None and shared.user_pool_client is not None:  # not the pool's own trigger
+            env["USER_POOL_ID"] = shared.user_pool.user_pool_id
+            env["USER_POOL_CLIENT_ID"] = shared.user_pool_client.user_pool_client_id
         for table_id in (*definition.writes, *definition.reads):
             env[definitions.table(table_id).env] = shared.table_names[table_id]
         buckets = {b.id: b for b in definitions.BUCKETS}
@@ -183,6 +184,8 @@ class ExpedienteFunction(Construct):
         if definition.puts_events:
             shared.event_bus.grant_put_events_to(self.role)
         if definition.cognito_admin:
+            if shared.user_pool is None:
+                raise ValueError(f"{definition.id} manages users but is made without the user pool")
             shared.user_pool.grant(self.role, *COGNITO_ADMIN_ACTIONS)
         if definition.signing_keys:
             self._grant_signing_keys(definition.signing_keys)
@@ -327,8 +330,18 @@ class ExpedienteFunction(Construct):
 
     def _dlq_reason(self) -> str:
         """Why this function needs no dead-letter queue of its own, for each way it is invoked."""
-        reasons = ["API Gateway invokes it synchronously: a failure is returned to the caller as an "
-                   "OperationOutcome, so there is no asynchronous event to park"]
+        if self.definition.routes or self.definition.public_routes:
+            reasons = ["API Gateway invokes it synchronously: a failure is returned to the caller as an "
+                       "OperationOutcome, so there is no asynchronous event to park"]
+        else:
+            reasons = ["Cognito invokes it synchronously as a user pool trigger: a failure refuses the sign-in, "
+                       "so there is no asynchronous event to park"]
+        if self.definition.id == definitions.SIGN_IN_FAILURES_FUNCTION:
+            reasons.append(
+                "the subscription of Cognito's sign-in event log invokes it asynchronously: a delivery that still "
+                "fails after Lambda's two retries raises the errors alarm, and its events stay in that log group "
+                "(five years), from which `python -m ops sign-in-failures` records them again"
+            )
         if self.definition.consumes:
             reasons.append(
                 f"its SQS event sources ({', '.join(self.definition.consumes)}) are polled synchronously: "

@@ -22,7 +22,7 @@ from constructs import Construct
 from infra import definitions
 from infra.constructs.function import METRICS_NAMESPACE, ExpedienteFunction
 from infra.naming import pascal
-from infra.stacks.stateful import SharedResources
+from infra.shared import SharedResources
 
 FIVE_MINUTES = cdk.Duration.minutes(5)
 AT_LEAST = cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD
@@ -48,6 +48,10 @@ DOMAIN_ALARMS: tuple[tuple[str, str, str, int, cdk.Duration], ...] = (
     ("orders", "OutboxStale",
      "Domain events stayed in the outbox for over five minutes: the relay cannot put them on the bus", 1,
      FIVE_MINUTES),
+    # Decision 0029: Cognito's sign-in event log holds something the failed-login audit cannot read.
+    (definitions.SIGN_IN_FAILURES_FUNCTION, "SignInEventsUnreadable",
+     "Sign-in events from Cognito's log could not be read, so failed sign-ins may be missing from the audit "
+     "trail: compare the log group with functions/admin/sign_in_failures.py", 1, cdk.Duration.hours(1)),
 )
 
 
@@ -117,7 +121,7 @@ class Monitoring(Construct):
             cloudwatch.GraphWidget(title="Dead-letter queue depth", width=8, left=[
                 queue.metric_approximate_number_of_messages_visible(period=FIVE_MINUTES, label=name)
                 for name, queue in dead_letters.items()]),
-            cloudwatch.GraphWidget(title="Quarantined DICOM and escalated critical results", width=8, left=[
+            cloudwatch.GraphWidget(title="Domain alarms' metrics", width=8, left=[
                 domain_metric(function_id, name, period=FIVE_MINUTES) for function_id, name, *_ in DOMAIN_ALARMS]),
             cloudwatch.GraphWidget(title="Prescriptions", width=8, left=[
                 domain_metric("prescriptions", name) for name in (

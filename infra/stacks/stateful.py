@@ -7,12 +7,16 @@ the user pool also have deletion protection. All of it is built by iterating ove
 with no other change.
 
 The stateless stack receives :class:`SharedResources`, never this stack itself.
+
+Identity includes the user pool's sign-in audit (decision 0029): its trigger function
+(``definitions.SIGN_IN``, with its own copy of the dependency layer) and the log group Cognito
+exports its sign-in events to. A trigger must exist before the pool that names it, and a function in
+the stateless stack would make the two stacks reference each other.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass
+import dataclasses
 
 import aws_cdk as cdk
 from aws_cdk import aws_backup as backup
@@ -25,6 +29,7 @@ from aws_cdk import aws_events as events
 from aws_cdk import aws_events_targets as targets
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
+from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
 from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_sns as sns
@@ -32,8 +37,13 @@ from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
 from infra import definitions, delivery
+from infra.build import BuildPaths, build_all
+from infra.constructs.function import RUNTIME, ExpedienteFunction
 from infra.nag import INLINE_POLICY_REASON, acknowledge
-from infra.naming import bucket_name, pascal, table_name
+from infra.naming import bucket_name, pascal, sign_in_log_group_name, table_name
+from infra.shared import SharedResources
+
+__all__ = ["SharedResources", "StatefulStack"]
 
 # NOM-004-SSA3 5.4: the clinical record is kept at least five years; logs that prove who saw
 # it are kept as long.
@@ -48,55 +58,18 @@ _REPLICATION_REASON = (
     "consent (LFPDPPP). Durability comes from versioning, RETAIN and S3's multi-AZ storage."
 )
 
-@dataclass(frozen=True)
-class SharedResources:
-    """What the stateless stack may use from the stateful one.
-
-    Tables and buckets are passed by physical name (see ``infra.naming``) and imported into the
-    consumer's scope with :meth:`table` and :meth:`bucket`, so grants on them name literal ARNs.
-    """
-
-    table_names: Mapping[str, str]
-    bucket_names: Mapping[str, str]
-    storage_key: kms.IKey
-    app_key: kms.IKey
-    logs_key: kms.IKey
-    event_bus: events.IEventBus
-    user_pool: cognito.IUserPool
-    user_pool_client: cognito.IUserPoolClient
-    alarm_topic: sns.ITopic
-    queues: Mapping[str, sqs.IQueue]
-    ingest_queue: sqs.IQueue
-    topics: Mapping[str, sns.ITopic]
-    # Signs the audit trail's periodic digests (decision 0022); no one else signs with it.
-    audit_digest_key: kms.IKey
-
-    def table(self, scope: Construct, table_id: str) -> dynamodb.ITable:
-        """Table ``table_id`` (with its indexes and key) as a reference inside ``scope``."""
-        table_def = definitions.table(table_id)
-        return dynamodb.Table.from_table_attributes(
-            scope, f"{pascal(table_id)}Table",
-            table_name=self.table_names[table_id],
-            encryption_key=self.storage_key,
-            global_indexes=[index.name for index in table_def.indexes] or None,
-        )
-
-    def bucket(self, scope: Construct, bucket_id: str) -> s3.IBucket:
-        """Bucket ``bucket_id`` (with its key) as a reference inside ``scope``."""
-        return s3.Bucket.from_bucket_attributes(
-            scope, f"{pascal(bucket_id)}Bucket",
-            bucket_name=self.bucket_names[bucket_id],
-            encryption_key=self.storage_key,
-        )
-
-
 class StatefulStack(cdk.Stack):
     """Keys, tables, buckets, identity, events and audit trail; exposes :attr:`resources`."""
 
-    def __init__(self, scope: Construct, construct_id: str, *, name_prefix: str = "", **kwargs: object) -> None:
-        """``name_prefix`` (e.g. ``dev-``) keeps account-unique names (aliases, trail) apart per stage."""
+    def __init__(self, scope: Construct, construct_id: str, *, name_prefix: str = "", build: BuildPaths | None = None,
+                 **kwargs: object) -> None:
+        """``name_prefix`` (e.g. ``dev-``) keeps account-unique names (aliases, trail) apart per stage.
+
+        ``build`` (from :func:`infra.build.build_all`, built here when omitted) holds the sign-in trigger's code.
+        """
         super().__init__(scope, construct_id, **kwargs)  # type: ignore[arg-type]
         self._prefix = name_prefix
+        build = build or build_all()
 
         self.storage_key = self._key("Storage", "DynamoDB tables and S3 buckets holding clinical data")
         self.messaging_key = self._key(
@@ -133,10 +106,7 @@ class StatefulStack(cdk.Stack):
         self.ingest_queue = self.queues[delivery.INGEST_QUEUE_ID]
         self._notify_on_upload(self.buckets[INGEST_BUCKET], self.ingest_queue)
 
-        self.user_pool, self.user_pool_client = self._user_pool()
-        self._trail()
-
-        self.resources = SharedResources(
+        before_identity = SharedResources(
             table_names={t.id: table_name(name_prefix, t.id) for t in definitions.TABLES},
             bucket_names={b.id: bucket_name(name_prefix, b.id) for b in definitions.BUCKETS},
             queues=self.queues,
@@ -146,10 +116,20 @@ class StatefulStack(cdk.Stack):
             app_key=self.app_key,
             logs_key=self.logs_key,
             event_bus=self.event_bus,
-            user_pool=self.user_pool,
-            user_pool_client=self.user_pool_client,
+            user_pool=None,
+            user_pool_client=None,
             alarm_topic=self.alarm_topic,
             audit_digest_key=self.audit_digest_key,
+        )
+        self.sign_in = self._sign_in_trigger(build, before_identity)
+        self.functions = {definitions.SIGN_IN.id: self.sign_in}  # the identity functions, by id
+        self.user_pool, self.user_pool_client = self._user_pool(self.sign_in)
+        self.sign_in_log_group = self._sign_in_event_log(self.user_pool)
+        self._trail()
+
+        self.resources = dataclasses.replace(
+            before_identity, user_pool=self.user_pool, user_pool_client=self.user_pool_client,
+            sign_in_log_group_name=sign_in_log_group_name(name_prefix),
         )
         self._outputs()
 
@@ -387,7 +367,49 @@ class StatefulStack(cdk.Stack):
 
     # Identity ------------------------------------------------------------------------------------
 
-    def _user_pool(self) -> tuple[cognito.UserPool, cognito.UserPoolClient]:
+    def _sign_in_trigger(self, build: BuildPaths, shared: SharedResources) -> ExpedienteFunction:
+        """The pool's PreAuthentication and PostAuthentication trigger (``functions/sign_in``), with its own
+        copy of the dependency layer (same asset as the stateless stack's)."""
+        definition = definitions.SIGN_IN
+        layer = lambda_.LayerVersion(
+            self, "SignInDependenciesLayer",
+            code=lambda_.Code.from_asset(str(build.layer)),
+            compatible_runtimes=[RUNTIME],
+            compatible_architectures=[lambda_.Architecture.ARM_64],
+            description="Expediente runtime dependencies and the shared expediente package (sign-in trigger)",
+        )
+        return ExpedienteFunction(self, f"{pascal(definition.id)}Function", definition=definition,
+                                  code=build.functions[definition.id], layer=layer, shared=shared)
+
+    def _sign_in_event_log(self, pool: cognito.UserPool) -> logs.LogGroup:
+        """Cognito's sign-in events (``userAuthEvents``, Plus plan with threat protection) exported to a log
+        group, to which the admin function subscribes to audit failed sign-ins (decision 0029)."""
+        group = logs.LogGroup(
+            self, "SignInEventLogs",
+            log_group_name=sign_in_log_group_name(self._prefix),
+            retention=LOG_RETENTION,
+            removal_policy=cdk.RemovalPolicy.RETAIN,
+        )
+        acknowledge(group, "HIPAA.Security-CloudWatchLogGroupEncrypted",
+                    "Cognito delivers its sign-in event log only to a log group without a KMS key (Cognito API "
+                    "reference, CloudWatchLogsConfigurationType); CloudWatch Logs still encrypts it at rest with its "
+                    "own keys. It holds usernames, addresses and risk verdicts, no clinical data.")
+        # Cognito refuses the ARN with the trailing ``:*`` that ``log_group_arn`` carries.
+        arn = cdk.Stack.of(self).format_arn(service="logs", resource="log-group",
+                                            resource_name=sign_in_log_group_name(self._prefix),
+                                            arn_format=cdk.ArnFormat.COLON_RESOURCE_NAME)
+        delivery = cognito.CfnLogDeliveryConfiguration(
+            self, "SignInEventLogDelivery", user_pool_id=pool.user_pool_id,
+            log_configurations=[cognito.CfnLogDeliveryConfiguration.LogConfigurationProperty(
+                event_source="userAuthEvents", log_level="INFO",
+                cloud_watch_logs_configuration=cognito.CfnLogDeliveryConfiguration.CloudWatchLogsConfigurationProperty(
+                    log_group_arn=arn),
+            )],
+        )
+        delivery.node.add_dependency(group)  # the ARN is literal, so name the dependency
+        return group
+
+    def _user_pool(self, sign_in: ExpedienteFunction) -> tuple[cognito.UserPool, cognito.UserPoolClient]:
         pool = cognito.UserPool(
             self, "UserPool",
             sign_in_aliases=cognito.SignInAliases(username=True),
@@ -407,16 +429,17 @@ class StatefulStack(cdk.Stack):
             custom_attributes={
                 name: cognito.StringAttribute(mutable=True) for name in definitions.USER_ATTRIBUTES
             },
-            feature_plan=cognito.FeaturePlan.ESSENTIALS,
+            # Plus: threat protection, and the sign-in event log that records failed sign-ins (decision 0029).
+            feature_plan=cognito.FeaturePlan.PLUS,
+            standard_threat_protection_mode=cognito.StandardThreatProtectionMode.FULL_FUNCTION,
+            # Every sign-in attempt and success in the tenant's audit trail; no sign-in without its record.
+            lambda_triggers=cognito.UserPoolTriggers(
+                pre_authentication=sign_in.alias, post_authentication=sign_in.alias,
+            ),
             deletion_protection=True,
             removal_policy=cdk.RemovalPolicy.RETAIN,
         )
-        plus_reason = (
-            "Threat protection (adaptive authentication, compromised-credential checks) needs the "
-            "Cognito Plus feature plan, billed per monthly active user; every user already has "
-            "required TOTP MFA and there is no self sign-up. An operator can switch to PLUS."
-        )
-        acknowledge(pool, "AwsSolutions-COG8", plus_reason)
+        self._risk_configuration(pool)
         for role in definitions.ROLES:
             cognito.UserPoolGroup(
                 self, f"{pascal(role)}Group", user_pool=pool, group_name=role,
@@ -442,6 +465,26 @@ class StatefulStack(cdk.Stack):
             write_attributes=writable,
         )
         return pool, client
+
+    def _risk_configuration(self, pool: cognito.UserPool) -> None:
+        """What threat protection does (all app clients): block sign-ins and password changes with credentials
+        known to be leaked, and high-risk sign-ins; ask for MFA at medium risk (every user has TOTP). No
+        e-mail notification: it would need an SES identity per deployment."""
+        risk = cognito.CfnUserPoolRiskConfigurationAttachment
+        cognito.CfnUserPoolRiskConfigurationAttachment(
+            self, "ThreatProtection", user_pool_id=pool.user_pool_id, client_id="ALL",
+            compromised_credentials_risk_configuration=risk.CompromisedCredentialsRiskConfigurationTypeProperty(
+                actions=risk.CompromisedCredentialsActionsTypeProperty(event_action="BLOCK"),
+                event_filter=["SIGN_IN", "PASSWORD_CHANGE", "SIGN_UP"],
+            ),
+            account_takeover_risk_configuration=risk.AccountTakeoverRiskConfigurationTypeProperty(
+                actions=risk.AccountTakeoverActionsTypeProperty(
+                    high_action=risk.AccountTakeoverActionTypeProperty(event_action="BLOCK", notify=False),
+                    medium_action=risk.AccountTakeoverActionTypeProperty(event_action="MFA_REQUIRED", notify=False),
+                    low_action=risk.AccountTakeoverActionTypeProperty(event_action="NO_ACTION", notify=False),
+                ),
+            ),
+        )
 
     # Audit trail ---------------------------------------------------------------------------------
 

@@ -24,6 +24,7 @@ from aws_cdk import aws_events as events
 from aws_cdk import aws_events_targets as targets
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
+from aws_cdk import aws_logs_destinations as logs_destinations
 from constructs import Construct
 
 from infra import definitions
@@ -33,7 +34,7 @@ from infra.constructs.monitoring import Monitoring
 from infra.constructs.waf import ApiFirewall
 from infra.nag import acknowledge
 from infra.naming import pascal
-from infra.stacks.stateful import SharedResources
+from infra.shared import SharedResources
 
 STAGE_NAME = "v1"
 # Stage-wide throttling; the WAF rate rule limits each address on top of this.
@@ -70,6 +71,7 @@ class StatelessStack(cdk.Stack):
 
         self.schedules = {schedule.id: self._schedule(schedule) for schedule in definitions.SCHEDULES}
         self._audit_digests(shared)
+        self._sign_in_failures(shared)
         self.api = self._api(shared)
         self._routes(shared)
         self.firewall = ApiFirewall(
@@ -88,6 +90,19 @@ class StatelessStack(cdk.Stack):
         fn = self.functions[schedule.function]
         fn.function.add_environment("KEY_AUDIT_DIGEST_ARN", shared.audit_digest_key.key_arn)
         shared.audit_digest_key.grant(fn.role, "kms:Sign", "kms:GetPublicKey")
+
+    def _sign_in_failures(self, shared: SharedResources) -> logs.SubscriptionFilter:
+        """Cognito's sign-in event log, delivered to the admin function, which audits the failed sign-ins
+        (decision 0029; functions/admin/sign_in_failures.py). Every event is delivered: the function keeps
+        the failures and counts what it cannot read, so a change of Cognito's log format raises an alarm
+        instead of silently matching nothing."""
+        group = logs.LogGroup.from_log_group_name(self, "SignInEventLogs", shared.sign_in_log_group_name)
+        return logs.SubscriptionFilter(
+            self, "SignInFailuresSubscription", log_group=group,
+            destination=logs_destinations.LambdaDestination(
+                self.functions[definitions.SIGN_IN_FAILURES_FUNCTION].alias),
+            filter_pattern=logs.FilterPattern.all_events(), filter_name="expediente-sign-in-failures",
+        )
 
     def _schedule(self, schedule: definitions.ScheduleDef) -> events.Rule:
         """``rate(n minutes)`` on the default bus, invoking the function's ``live`` alias.

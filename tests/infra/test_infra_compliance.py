@@ -84,7 +84,7 @@ def test_a_function_using_every_capability_passes_cdk_nag(build_paths: BuildPath
         consumes=tuple(q.id for q in definitions.QUEUES),
     )
     app = cdk.App(outdir=str(tmp_path), context=cdk_json_context())
-    stateful = StatefulStack(app, "Capabilities-Stateful")
+    stateful = StatefulStack(app, "Capabilities-Stateful", build=build_paths)
     stack = cdk.Stack(app, "Capabilities-Function")
     layer = lambda_.LayerVersion(stack, "Layer", code=lambda_.Code.from_asset(str(build_paths.layer)))
     ExpedienteFunction(stack, "Everything", definition=everything,

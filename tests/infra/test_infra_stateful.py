@@ -9,7 +9,7 @@ import pytest
 from aws_cdk.assertions import Match
 
 from infra import definitions, delivery
-from infra.naming import pascal, table_name
+from infra.naming import pascal, sign_in_log_group_name, table_name
 from tests.infra.synth_support import Synth, of_type
 
 pytestmark = pytest.mark.infra
@@ -369,9 +369,16 @@ def test_every_log_group_is_encrypted_and_expires(stateful_resources: dict[str, 
         **of_type(stateless_resources, "AWS::Logs::LogGroup"),
     }
     assert groups
+    # Cognito delivers its sign-in event log only to a log group without a KMS key (decision 0029).
+    unkeyed = {sign_in_log_group_name("")}
     for logical_id, group in groups.items():
+        if group["Properties"].get("LogGroupName") in unkeyed:
+            assert "KmsKeyId" not in group["Properties"]
+            assert group["Properties"]["RetentionInDays"] >= 5 * 365, logical_id  # audit evidence
+            continue
         assert "KmsKeyId" in group["Properties"], logical_id
         assert group["Properties"]["RetentionInDays"] >= 365, logical_id
+    assert unkeyed <= {g["Properties"].get("LogGroupName") for g in groups.values()}
 
 
 @pytest.mark.parametrize("cfn_type", [

@@ -1,6 +1,7 @@
 """Tenant-scoped credentials in the template (decision 0023): every function's data role is bound to a tenant.
 
-For every function of ``infra.definitions.FUNCTIONS`` the synthesized stateless template must have:
+For every function of ``infra.definitions.FUNCTIONS`` (the stateless template) and of ``IDENTITY_FUNCTIONS``
+(the user pool's trigger, in the stateful template) the synthesized template must have:
 
 - a tenant data role that only the function's execution role may assume, and only with the session
   tag ``tenant``; its environment names it (``TENANT_ROLE_ARN``);
@@ -29,7 +30,8 @@ from tests.infra.synth_support import Synth, of_type
 
 pytestmark = pytest.mark.infra
 
-FUNCTION_IDS = [f.id for f in definitions.FUNCTIONS]
+FUNCTION_IDS = [f.id for f in (*definitions.FUNCTIONS, *definitions.IDENTITY_FUNCTIONS)]
+IDENTITY_IDS = {f.id for f in definitions.IDENTITY_FUNCTIONS}
 TAG = tenancy.PRINCIPAL_TENANT
 TENANT_KEYS = sorted(p.replace("{tenant}", TAG) for p in tenancy.TENANT_LEADING_KEYS)
 
@@ -153,16 +155,19 @@ def execution_statement_problems(function_id: str, statement: dict[str, Any], ap
 
 def _roles(synth: Synth, function_id: str) -> tuple[dict[str, Any], str, str, dict[str, Any]]:
     """(resources, execution role id, tenant role id, function environment)."""
-    resources = synth.stateless_template.to_json()["Resources"]
-    construct = synth.stateless.functions[function_id]
-    function = resources[synth.stateless.get_logical_id(construct.function.node.default_child)]
+    stack = synth.stateful if function_id in IDENTITY_IDS else synth.stateless
+    template = synth.stateful_template if function_id in IDENTITY_IDS else synth.stateless_template
+    resources = template.to_json()["Resources"]
+    construct = stack.functions[function_id]
+    function = resources[stack.get_logical_id(construct.function.node.default_child)]
     execution = function["Properties"]["Role"]["Fn::GetAtt"][0]
-    tenant = synth.stateless.get_logical_id(construct.tenant_role.node.default_child)
+    tenant = stack.get_logical_id(construct.tenant_role.node.default_child)
     return resources, execution, tenant, function["Properties"]["Environment"]["Variables"]
 
 
-def _app_key(synth: Synth) -> str:
-    env = _roles(synth, FUNCTION_IDS[0])[3]
+def _app_key(synth: Synth, function_id: str = FUNCTION_IDS[0]) -> str:
+    """The app key as the function's template names it (a reference in its own stack)."""
+    env = _roles(synth, function_id)[3]
     return _flat(env["KEY_APP_ARN"])
 
 
@@ -210,7 +215,8 @@ def test_every_tenant_role_statement_is_conditioned_on_the_tenant_tag(synth: Syn
             ("documents", f"{TAG}/hl7/outbox/*")]
     else:
         assert erasing == []
-    app = [s for s in statements if _allows(s, "kms:") and _app_key(synth) in map(_flat, _as_list(s["Resource"]))]
+    app = [s for s in statements
+           if _allows(s, "kms:") and _app_key(synth, function_id) in map(_flat, _as_list(s["Resource"]))]
     assert [s["Condition"] for s in app] == [{"StringEquals": {tenancy.APP_KEY_CONTEXT: TAG}}]
     assert sorted(_as_list(app[0]["Action"])) == sorted(tenancy.APP_KEY_ACTIONS)
 
@@ -219,7 +225,8 @@ def test_every_tenant_role_statement_is_conditioned_on_the_tenant_tag(synth: Syn
 def test_execution_role_reaches_only_global_items_and_denies_scan(synth: Synth, function_id: str) -> None:
     resources, execution, tenant, _ = _roles(synth, function_id)
     statements = _statements(resources, execution)
-    problems = [p for s in statements for p in execution_statement_problems(function_id, s, _app_key(synth))]
+    problems = [p for s in statements
+                for p in execution_statement_problems(function_id, s, _app_key(synth, function_id))]
     assert problems == []
     definition = definitions.function(function_id)
     if definition.writes or definition.reads:

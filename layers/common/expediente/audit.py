@@ -37,9 +37,11 @@ class Action(StrEnum):
     DELETE = "delete"
     MERGE = "$merge"
     OPERATION = "operation"
-    # Sign-in (Cognito triggers, functions/admin/auth_events.py): an attempt, then a success.
+    # Sign-in (decision 0029): an attempt and a success from the user pool's triggers
+    # (functions/sign_in), a failure from Cognito's sign-in event log (functions/admin/sign_in_failures.py).
     LOGIN_ATTEMPT = "login-attempt"
     LOGIN = "login"
+    LOGIN_FAILED = "login-failed"
 
 
 # FHIR AuditEvent.action: C R U D E
@@ -55,6 +57,7 @@ _CRUDE = {
     Action.OPERATION: "E",
     Action.LOGIN_ATTEMPT: "E",
     Action.LOGIN: "E",
+    Action.LOGIN_FAILED: "E",
 }
 _DCM = "http://dicom.nema.org/resources/ontology/DCM"
 _AUTHENTICATION = {"system": _DCM, "code": "110114", "display": "User Authentication"}
@@ -243,7 +246,7 @@ def to_audit_event(item: dict[str, Any]) -> dict[str, Any]:
             "type": [{"system": "http://terminology.hl7.org/CodeSystem/security-source-type", "code": "4"}],
         },
     }
-    if action in (Action.LOGIN, Action.LOGIN_ATTEMPT):
+    if action in (Action.LOGIN, Action.LOGIN_ATTEMPT, Action.LOGIN_FAILED):
         event["type"] = dict(_AUTHENTICATION)
         event["subtype"] = [{"system": _DCM, "code": "110122", "display": "Login"},
                             {"system": "urn:expediente:auth", "code": action.value}]

@@ -291,53 +291,6 @@ def test_a_csv_cell_that_looks_like_a_formula_is_neutralized():
     assert "'=HYPERLINK" in text and "a=b" in text
 
 
-def _trigger(source: str, tenant: str, username: str, sub: str) -> dict[str, Any]:
-    return {"version": "1", "triggerSource": source, "region": support.REGION, "userPoolId": "us-east-1_pool",
-            "userName": username, "callerContext": {"awsSdkVersion": "aws-sdk-js-3", "clientId": "client-1"},
-            "request": {"userAttributes": {"sub": sub, "custom:tenant_id": tenant, "cognito:user_status": "CONFIRMED"},
-                        **({"newDeviceUsed": False} if source.startswith("Post") else {"validationData": {}})},
-            "response": {}}
-
-
-def test_sign_in_attempts_and_successes_are_audited_from_cognito_triggers(trail):
-    from functions.admin.handler import lambda_handler
-    from tests.conftest import LambdaContext
-
-    tenant, auditor = trail
-    attempt = _trigger("PreAuthentication_Authentication", tenant.id, "nurse7", "sub-7")
-    assert lambda_handler(attempt, LambdaContext()) == attempt  # Cognito's contract: the event back
-    lambda_handler(_trigger("PostAuthentication_Authentication", tenant.id, "nurse7", "sub-7"), LambdaContext())
-    lambda_handler(_trigger("PreAuthentication_Authentication", tenant.id, "nurse7", "sub-7"), LambdaContext())
-    mine = sorted((r for r in _records(tenant.id) if r["user_id"] == "sub-7"), key=lambda r: r["sk"])
-    assert [r["action"] for r in mine] == ["login-attempt", "login", "login-attempt"]  # the last one failed
-    assert all(r["chain"] and r["resource_id"] == "nurse7" for r in mine)
-    bundle = auditor.get("/fhir/AuditEvent", agent="sub-7").body
-    subtypes = {c["code"] for e in bundle["entry"] for c in e["resource"]["subtype"]}
-    assert {"110122", "login", "login-attempt"} <= subtypes
-    assert all(e["resource"]["type"]["code"] == "110114" for e in bundle["entry"])
-
-
-def test_a_sign_in_without_a_tenant_is_let_through_unaudited(trail):
-    from functions.admin import auth_events
-
-    tenant, _ = trail
-    before = len(_records(tenant.id))
-    event = _trigger("PostAuthentication_Authentication", "", "operator", "sub-op")
-    assert auth_events.handle(event) == event
-    assert len(_records(tenant.id)) == before
-
-
-def test_a_sign_in_that_cannot_be_audited_is_refused(trail, monkeypatch):
-    from expediente.errors import AuditUnavailable
-    from functions.admin import auth_events
-
-    tenant, _ = trail
-    monkeypatch.setenv("TABLE_AUDIT", "no-such-table")
-    support.reset_caches()
-    with pytest.raises(AuditUnavailable):
-        auth_events.handle(_trigger("PreAuthentication_Authentication", tenant.id, "nurse7", "sub-7"))
-
-
 def test_a_privilege_change_says_what_changed(trail, admin_world):
     tenant, _ = trail
     nurse = admin_world.user(tenant, "auditor")

@@ -1,17 +1,22 @@
-"""Sign-ins in the audit trail, from the user pool's Lambda triggers.
+"""Sign-ins in the audit trail, from the user pool's Lambda triggers (decision 0029).
 
-Cognito calls ``PreAuthentication`` when a user submits credentials, *before* it checks them,
-and ``PostAuthentication`` after a successful sign-in. Each writes one audit record under the
-user's tenant: ``login-attempt`` and ``login`` (``User``/<username>, the Cognito ``sub`` as agent).
-A failed sign-in is an attempt with no ``login`` from the same user right after it: Cognito has no
-trigger for a failure (its own sign-in event log, ``userAuthEvents`` exported with the Plus feature
-plan, records failures with their reason). Triggers carry no source IP; the record says
-``cognito`` as its user agent.
+This function is attached to the user pool itself (the stateful stack, ``infra/stacks/stateful.py``),
+as its ``PreAuthentication`` and ``PostAuthentication`` triggers. Cognito calls ``PreAuthentication``
+when a user submits credentials, *before* it checks them, and ``PostAuthentication`` after a
+successful sign-in. Each writes one audit record under the user's tenant: ``login-attempt`` and
+``login`` (``User``/<username>, the Cognito ``sub`` as agent). Failed sign-ins come from Cognito's
+own sign-in event log (``userAuthEvents``), read by ``functions/admin/sign_in_failures.py``: Cognito
+has no trigger for a failure. Triggers carry no source IP; the record says ``cognito`` as its user
+agent.
 
 If the record cannot be written the handler raises and Cognito refuses the sign-in: no access
 without its audit record (architecture decision 7). A user with no tenant attribute (none is
 created that way) is not audited here and is let through to Cognito, which then issues a token the
 API refuses (no tenant, 401).
+
+It needs only the audit table (through the tenant data role, decision 0023), never the user pool:
+the event carries the user's attributes, and a reference to the pool from its own trigger would be a
+cycle in the template.
 """
 
 from __future__ import annotations
@@ -19,10 +24,14 @@ from __future__ import annotations
 import uuid
 from typing import Any, Final
 
+from aws_lambda_powertools import Logger
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
 from expediente import audit
-from expediente.api import logger
 from expediente.audit import Action, AuditEntry
 from expediente.context import TENANT_ID, RequestContext, TenantId, tenant_scope
+
+logger = Logger(service="expediente")
 
 PRE = "PreAuthentication_"
 POST = "PostAuthentication_"
@@ -33,9 +42,11 @@ def handle(event: dict[str, Any]) -> dict[str, Any]:
     """Audit one Cognito authentication trigger event and return it unchanged (Cognito's contract).
 
     Raises :class:`expediente.errors.AuditUnavailable` when the record cannot be written (Cognito then
-    refuses the sign-in).
+    refuses the sign-in) and ``ValueError`` for an event that is not one of the two triggers.
     """
     source = str(event.get("triggerSource", ""))
+    if not source.startswith(TRIGGER_PREFIXES):
+        raise ValueError(f"not a sign-in trigger: {source[:64]!r}")
     action = Action.LOGIN_ATTEMPT if source.startswith(PRE) else Action.LOGIN
     attributes = (event.get("request") or {}).get("userAttributes") or {}
     tenant = str(attributes.get("custom:tenant_id") or "")
@@ -58,3 +69,8 @@ def handle(event: dict[str, Any]) -> dict[str, Any]:
         audit.record(ctx, AuditEntry("User", action, username, (), 200, detail=detail))
     logger.info("sign-in audited", extra={"tenant": tenant, "action": action.value})
     return event
+
+
+@logger.inject_lambda_context(clear_state=True)
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    return handle(event)
