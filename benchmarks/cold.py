@@ -28,7 +28,7 @@ def run(repeats: int = 9) -> str:
     env = {**os.environ, "PYTHONPATH": f"{ROOT / 'layers' / 'common'}{os.pathsep}{ROOT}",
            "AWS_DEFAULT_REGION": "us-east-1", "POWERTOOLS_TRACE_DISABLED": "true"}
     probes = {"baseline (boto3 + Logger)": BASELINE,
-              **{f.id: f"import functions.{f.id}.handler" for f in definitions.FUNCTIONS}}
+              **{f.id: f"import functions.{f.id}.handler" for f in definitions.ALL_FUNCTIONS}}
     for code in probes.values():  # warm the .pyc cache first, as a packaged Lambda would have it
         _time(code, env)
     samples: dict[str, list[float]] = {name: [] for name in probes}

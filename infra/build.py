@@ -173,7 +173,7 @@ def build_function(function_id: str, build_dir: Path = BUILD_DIR) -> Path:
     Returns the asset directory. Raises BuildError when a folder does not exist: a FunctionDef
     without code would deploy a function that fails on every request.
     """
-    declared = {f.id for f in (*definitions.FUNCTIONS, *definitions.IDENTITY_FUNCTIONS)}
+    declared = {f.id for f in definitions.ALL_FUNCTIONS}
     packages = (function_id, *definitions.function(function_id).bundles) if function_id in declared else (function_id,)
     for package in packages:
         if not (FUNCTIONS_DIR / package).is_dir():
@@ -238,7 +238,7 @@ def build_all(build_dir: Path = BUILD_DIR) -> BuildPaths:
     with _exclusive(build_dir):
         layer = build_layer(build_dir)
         functions = {fn.id: build_function(fn.id, build_dir)
-                     for fn in (*definitions.FUNCTIONS, *definitions.IDENTITY_FUNCTIONS)}
+                     for fn in definitions.ALL_FUNCTIONS}
     return BuildPaths(layer=layer, functions=functions)
 
 

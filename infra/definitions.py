@@ -410,6 +410,8 @@ SIGN_IN = FunctionDef(
     timeout_s=5,
 )
 IDENTITY_FUNCTIONS: tuple[FunctionDef, ...] = (SIGN_IN,)
+# Every function that is deployed: the API's and the identity ones.
+ALL_FUNCTIONS: tuple[FunctionDef, ...] = (*FUNCTIONS, *IDENTITY_FUNCTIONS)
 # The function that audits failed sign-ins from Cognito's sign-in event log (a log subscription): it
 # reads the user's account to find the tenant, which the sign-in trigger, made before the pool, cannot.
 SIGN_IN_FAILURES_FUNCTION = "admin"
@@ -417,7 +419,7 @@ SIGN_IN_FAILURES_FUNCTION = "admin"
 
 def function(function_id: str) -> FunctionDef:
     """The function definition with this id, API or identity (raises KeyError)."""
-    for f in (*FUNCTIONS, *IDENTITY_FUNCTIONS):
+    for f in ALL_FUNCTIONS:
         if f.id == function_id:
             return f
     raise KeyError(function_id)

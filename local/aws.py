@@ -54,6 +54,7 @@ from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 
 from infra import delivery
 from infra.definitions import (
+    ALL_FUNCTIONS,
     BUCKETS,
     FUNCTIONS,
     QUEUES,
@@ -406,9 +407,9 @@ class LocalAws:
         (``AWS_ENDPOINT_URL``, honoured by every boto3 client), region, fake credentials, the
         Powertools settings, and last the function's own ``FunctionDef.env``.
         """
-        definition = next((fn for fn in FUNCTIONS if fn.id == function_id), None)
+        definition = next((fn for fn in ALL_FUNCTIONS if fn.id == function_id), None)
         if definition is None:
-            raise KeyError(f"no function {function_id!r} in infra.definitions.FUNCTIONS")
+            raise KeyError(f"no function {function_id!r} in infra.definitions.ALL_FUNCTIONS")
         env = {table.env: self.tables[table.id] for table in TABLES}
         env.update({bucket.env: self.buckets[bucket.id] for bucket in BUCKETS})
         env.update(
@@ -479,7 +480,7 @@ def provision(endpoint: str, region: str = DEFAULT_REGION) -> LocalAws:
 
 def _create_tenant_roles(iam: Any) -> None:
     """One tenant data role per function, assumable with the session tag ``tenant`` (decision 0023)."""
-    for definition in FUNCTIONS:
+    for definition in ALL_FUNCTIONS:
         iam.create_role(
             RoleName=tenant_role_arn(ACCOUNT_ID, definition.id).rsplit("/", 1)[1],
             Description=f"Expediente {definition.id} function: one tenant's data (session tag tenant)",

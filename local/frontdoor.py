@@ -44,7 +44,7 @@ from werkzeug.datastructures import Headers
 from werkzeug.serving import WSGIRequestHandler
 from werkzeug.wrappers import Request, Response
 
-from infra.definitions import FUNCTIONS, FunctionDef, gateway_response
+from infra.definitions import ALL_FUNCTIONS, FunctionDef, gateway_response
 from local.auth import IdTokenVerifier, JwksUnavailable, TokenRejected, api_gateway_claims
 from local.aws import HOST, BackgroundServer, LocalAws, temporary_environ
 from local.routes import RouteMatch, RouteTable
@@ -122,7 +122,7 @@ class FunctionRunner:
 
     def __init__(self, local_aws: LocalAws, *, handlers: Mapping[str, Handler] | None = None) -> None:
         self._local_aws = local_aws
-        self._definitions = {fn.id: fn for fn in FUNCTIONS}
+        self._definitions = {fn.id: fn for fn in ALL_FUNCTIONS}
         self._handlers: dict[str, Handler] = dict(handlers or {})
         ensure_code_paths()
 

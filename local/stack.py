@@ -13,12 +13,12 @@ import json
 import logging
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from local import aws, frontdoor
+from local import aws, frontdoor, sign_in
 from local.aws import EmbeddedAws, LocalAws, provision
 from local.dispatch import QueueDispatcher, Scheduler
 from local.frontdoor import FrontDoor, FunctionRunner, Handler
@@ -67,6 +67,7 @@ class LocalStack:
         self.dispatcher: QueueDispatcher | None = None
         self.scheduler: Scheduler | None = None
         self.aws: LocalAws | None = None
+        self._undo_sign_in: Callable[[], None] | None = None
         self.api_url = ""
         self.tenants: list[SeededTenant] = []
         self.startup_seconds = 0.0
@@ -85,6 +86,8 @@ class LocalStack:
             self.aws = provision(endpoint, self._region)
             # One runner for every caller: one handler cache, one environment lock.
             runner = FunctionRunner(self.aws, handlers=self._handlers)
+            # The user pool's sign-in triggers and its failed sign-ins (decision 0029), which moto lacks.
+            self._undo_sign_in = sign_in.install(runner, self.aws)
             self._front_door = FrontDoor(self.aws, runner=runner)
             self.api_url = self._front_door.start(port=self._api_port)
             self.dispatcher = QueueDispatcher(self.aws, runner)
@@ -127,6 +130,9 @@ class LocalStack:
             self._front_door.stop()
             self._front_door = None
         self._embedded.stop()
+        if self._undo_sign_in is not None:
+            self._undo_sign_in()
+            self._undo_sign_in = None
 
     def __enter__(self) -> LocalStack:
         return self.start()

@@ -126,7 +126,8 @@ def parse(message: str) -> SignInEvent | None:
     compromised = risk.get("compromisedcredentialsdetected")
     return SignInEvent(
         event_id=_text(body.get("eventid")), event_type=event_type, response=response, username=username, sub=sub,
-        failed_challenges=failed, risk_decision=_text(risk.get("riskdecision")), risk_level=_text(risk.get("risklevel")),
+        failed_challenges=failed, risk_decision=_text(risk.get("riskdecision")),
+        risk_level=_text(risk.get("risklevel")),
         compromised=compromised if isinstance(compromised, bool) else None,
         source_ip=_text(context.get("ipaddress") or body.get("ipaddress") or body.get("sourceip")),
     )

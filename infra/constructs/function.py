@@ -340,7 +340,7 @@ class ExpedienteFunction(Construct):
             reasons.append(
                 "the subscription of Cognito's sign-in event log invokes it asynchronously: a delivery that still "
                 "fails after Lambda's two retries raises the errors alarm, and its events stay in that log group "
-                "(five years), from which `python -m ops sign-in-failures` records them again"
+                "(retained five years), where the failed sign-ins can still be read"
             )
         if self.definition.consumes:
             reasons.append(

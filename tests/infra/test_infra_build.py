@@ -41,7 +41,7 @@ def test_layer_carries_the_shared_expediente_package(build_paths: BuildPaths) ->
     assert expected <= {p.relative_to(copied) for p in copied.rglob("*.py")}
 
 
-@pytest.mark.parametrize("function_id", [f.id for f in definitions.FUNCTIONS])
+@pytest.mark.parametrize("function_id", [f.id for f in definitions.ALL_FUNCTIONS])
 def test_function_asset_holds_its_package_without_tests_or_caches(build_paths: BuildPaths,
                                                                  function_id: str) -> None:
     asset = build_paths.functions[function_id]

@@ -95,4 +95,5 @@ def test_unreadable_sign_in_events_raise_an_alarm(stateless_resources: dict[str,
     alarms = [a["Properties"] for a in of_type(stateless_resources, "AWS::CloudWatch::Alarm").values()
               if a["Properties"].get("MetricName") == "SignInEventsUnreadable"]
     assert len(alarms) == 1
-    assert {"Name": "service", "Value": f"expediente-{definitions.SIGN_IN_FAILURES_FUNCTION}"} in alarms[0]["Dimensions"]
+    service = {"Name": "service", "Value": f"expediente-{definitions.SIGN_IN_FAILURES_FUNCTION}"}
+    assert service in alarms[0]["Dimensions"]

@@ -30,7 +30,7 @@ from tests.infra.synth_support import Synth, of_type
 
 pytestmark = pytest.mark.infra
 
-FUNCTION_IDS = [f.id for f in (*definitions.FUNCTIONS, *definitions.IDENTITY_FUNCTIONS)]
+FUNCTION_IDS = [f.id for f in definitions.ALL_FUNCTIONS]
 IDENTITY_IDS = {f.id for f in definitions.IDENTITY_FUNCTIONS}
 TAG = tenancy.PRINCIPAL_TENANT
 TENANT_KEYS = sorted(p.replace("{tenant}", TAG) for p in tenancy.TENANT_LEADING_KEYS)

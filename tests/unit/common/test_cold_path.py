@@ -11,7 +11,7 @@ from infra import definitions
 ROOT = Path(__file__).resolve().parents[3]
 
 
-@pytest.mark.parametrize("function_id", [f.id for f in definitions.FUNCTIONS])
+@pytest.mark.parametrize("function_id", [f.id for f in definitions.ALL_FUNCTIONS])
 def test_handler_import_loads_neither_pydantic_nor_fhir_models(function_id):
     probe = (f"import sys; import functions.{function_id}.handler; "
              "print(sorted({m.split('.')[0] for m in sys.modules} & {'pydantic', 'fhir'}))")
@@ -20,7 +20,7 @@ def test_handler_import_loads_neither_pydantic_nor_fhir_models(function_id):
     assert out.stdout.strip() == "[]"
 
 
-@pytest.mark.parametrize("function_id", [f.id for f in definitions.FUNCTIONS])
+@pytest.mark.parametrize("function_id", [f.id for f in definitions.ALL_FUNCTIONS])
 def test_handler_import_loads_no_signing_or_terminology_code(function_id):
     """Signing (X.509, JOSE, RFC 8785), the ICD-10 catalogue, the PDF renderer and pydicom load on first use
     (or only in the function that needs them), not at cold start."""
