@@ -239,7 +239,8 @@ FUNCTIONS: tuple[FunctionDef, ...] = (
         public_reason="clients read the CapabilityStatement and the OpenAPI description (and its page) before "
                       "they authenticate; they describe the API and return no tenant or patient data.",
         writes=("admin", "audit", "idempotency"),
-        reads=(),
+        # A patient account must link a patient of the tenant (the patient's current item, nothing decrypted).
+        reads=("patients",),
         # The hourly audit digest job writes signed digests; $verify reads them (decision 0022).
         buckets_write=("audit_digests",),
         cognito_admin=True,

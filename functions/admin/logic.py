@@ -286,7 +286,7 @@ def _user_view(user: UserRecord, account: Any = None) -> dict[str, Any]:
 
 def _check_references(ctx: RequestContext, spec: UserSpec, *, repo: Repository,
                       previous: UserSpec | None = None) -> None:
-    """Each clinic an active clinic of the chain, the practitioner one of the tenant's (422 otherwise)."""
+    """Each clinic an active clinic of the chain, the practitioner and the patient the tenant's (422 otherwise)."""
     chain = chain_id(ctx, repo)
     kept = set(previous.clinic_ids) if previous else set()
     for i, clues in enumerate(spec.clinic_ids):
@@ -297,6 +297,10 @@ def _check_references(ctx: RequestContext, spec: UserSpec, *, repo: Repository,
         if stored is None or not rules.ORGANIZATION.is_active_clinic(stored.resource, chain):
             raise Unprocessable(f"clinic_ids[{i}]: CLUES {clues} is not an active clinic of this chain",
                                 expression=f"clinic_ids[{i}]")
+    # The id is not echoed: another tenant's patient id must answer exactly like a made-up one.
+    if (spec.patient_id and spec.patient_id != (previous.patient_id if previous else None)
+            and not repo.patient_exists(ctx.tenant, spec.patient_id)):
+        raise Unprocessable("patient_id: no patient of this chain has this id", expression="patient_id")
     if spec.practitioner_id and spec.practitioner_id != (previous.practitioner_id if previous else None):
         practitioner = repo.get(ctx.tenant, "Practitioner", spec.practitioner_id)
         if practitioner is None or practitioner.resource.get("active") is False:

@@ -144,6 +144,12 @@ class AdminRepository:
         found, last = versions.history(tenant, resource_id, limit=limit, start=start)
         return Page(found, encode_page_token(last, resource_id) if last else None, first=start is None)
 
+    def patient_exists(self, tenant: TenantId, patient_id: str) -> bool:
+        """Whether the tenant has the Patient ``patient_id`` (its current item in the patients table; the body
+        is not decrypted)."""
+        key = {"pk": store.partition(tenant, "Patient", patient_id), "sk": store.CURRENT}
+        return store.get_item(settings().table_patients, key) is not None
+
     def find_unique(self, tenant: TenantId, resource_type: str, value: str) -> str | None:
         """The id of the resource holding the unique identifier ``value``, or None."""
         item = store.get_item(self.tables.admin, self._guard_key(tenant, resource_type, value))

@@ -144,6 +144,17 @@ class AdminWorld:
         assert reply.status == 201, reply.body
         return dict(reply.body)
 
+    def patient(self, tenant: Tenant) -> str:
+        """A patient registered in the tenant through the patients function (by its reception); returns the id."""
+        from functions.patients.handler import lambda_handler
+
+        reception = support.User(tenant=tenant.id, role="reception")
+        body = {"resourceType": "Patient", "name": [{"family": "Paciente", "given": ["Prueba"]}],
+                "birthDate": "1980-01-01", "gender": "female"}
+        reply = invoke(lambda_handler, support.api_event("POST", "/fhir/Patient", user=reception, body=body))
+        assert reply.status == 201, reply.body
+        return str(reply.body["id"])
+
     def user(self, tenant: Tenant, role: str, *, clinic_ids: list[str] | None = None,
              practitioner_id: str | None = None, patient_id: str | None = None) -> Caller:
         """A user created by the tenant's admin through ``POST /admin/users``, then signed in."""

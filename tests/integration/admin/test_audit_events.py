@@ -49,25 +49,26 @@ def people(admin_world, chain_a):
     doctor = admin_world.practitioner(chain_a)
     physician = admin_world.user(chain_a, "physician", clinic_ids=["HGIMB000151"], practitioner_id=doctor["id"])
     auditor = admin_world.user(chain_a, "auditor")
-    patient = admin_world.user(chain_a, "patient", patient_id="pacienteuno00001")
-    return physician, auditor, patient
+    pid = admin_world.patient(chain_a)
+    patient = admin_world.user(chain_a, "patient", patient_id=pid)
+    return physician, auditor, patient, pid
 
 
 def test_auditor_searches_by_patient_and_agent(people):
-    physician, auditor, _ = people
-    patient_access(physician, "pacienteuno00001")
-    patient_access(physician, "pacienteuno00001", Action.UPDATE)
+    physician, auditor, _, pid = people
+    patient_access(physician, pid)
+    patient_access(physician, pid, Action.UPDATE)
     patient_access(physician, "pacientedos00002")
-    by_patient = events(auditor.get("/fhir/AuditEvent", patient="Patient/pacienteuno00001"))
-    assert len(by_patient) == 2
-    assert all(about(e) == {"Patient/pacienteuno00001"} for e in by_patient)
-    assert [e["action"] for e in by_patient] == ["U", "R"]  # newest first
+    by_patient = events(auditor.get("/fhir/AuditEvent", patient=f"Patient/{pid}"))
+    assert len(by_patient) == 3
+    assert all(about(e) == {f"Patient/{pid}"} for e in by_patient)
+    assert [e["action"] for e in by_patient] == ["U", "R", "C"]  # newest first; C: the reception registered them
     agent = by_patient[0]["agent"][0]
     assert agent["who"]["identifier"]["value"] == physician.user_id
     assert agent["who"]["reference"] == f"Practitioner/{physician.claims['custom:practitioner_id']}"
     assert agent["location"]["display"] == "CLUES HGIMB000151"
     by_agent = events(auditor.get("/fhir/AuditEvent", agent=physician.user_id))
-    assert {frozenset(about(e)) for e in by_agent} >= {frozenset({"Patient/pacienteuno00001"}),
+    assert {frozenset(about(e)) for e in by_agent} >= {frozenset({f"Patient/{pid}"}),
                                                       frozenset({"Patient/pacientedos00002"})}
     assert all(e["agent"][0]["who"]["identifier"]["value"] == physician.user_id for e in by_agent)
     both = events(auditor.get("/fhir/AuditEvent", patient="pacientedos00002", agent=physician.user_id))
@@ -75,7 +76,7 @@ def test_auditor_searches_by_patient_and_agent(people):
 
 
 def test_date_bounds_and_sort(people):
-    physician, auditor, _ = people
+    physician, auditor, _, _ = people
     for moment in ("2025-01-10T10:00:00", "2025-01-31T23:59:59", "2025-02-01T00:00:00"):
         patient_access(physician, "pacientetres0003", when=datetime.fromisoformat(moment).replace(tzinfo=UTC))
 
@@ -98,27 +99,27 @@ def test_date_bounds_and_sort(people):
 
 
 def test_a_physician_may_not_read_the_audit_trail(people):
-    physician, _, _ = people
+    physician, _, _, _ = people
     reply = physician.get("/fhir/AuditEvent")
     assert reply.status == 403
     assert reply.body["resourceType"] == "OperationOutcome"
 
 
 def test_a_patient_sees_only_records_about_their_own_record(people):
-    physician, _, patient = people
-    patient_access(physician, "pacienteuno00001")
+    physician, _, patient, pid = people
+    patient_access(physician, pid)
     patient_access(physician, "pacientedos00002")
     own = events(patient.get("/fhir/AuditEvent"))
     assert own
-    assert all(about(e) == {"Patient/pacienteuno00001"} for e in own)
+    assert all(about(e) == {f"Patient/{pid}"} for e in own)
     assert events(patient.get("/fhir/AuditEvent", patient="Patient/pacientedos00002")) == []
     assert events(patient.get("/fhir/AuditEvent", agent=physician.user_id))[0]["action"] == "R"
 
 
 def test_reading_the_trail_is_itself_audited(people):
-    physician, auditor, patient = people
-    patient_access(physician, "pacienteuno00001")
-    events(auditor.get("/fhir/AuditEvent", patient="pacienteuno00001"))
+    physician, auditor, patient, pid = people
+    patient_access(physician, pid)
+    events(auditor.get("/fhir/AuditEvent", patient=pid))
     newest = events(patient.get("/fhir/AuditEvent", _count="1"))[0]
     assert newest["agent"][0]["who"]["identifier"]["value"] == auditor.user_id
     assert newest["subtype"][0]["code"] == "search-type"
@@ -126,15 +127,16 @@ def test_reading_the_trail_is_itself_audited(people):
 
 
 def test_audit_search_pages(people):
-    physician, auditor, _ = people
+    physician, auditor, _, pid = people
     for _ in range(3):
-        patient_access(physician, "pacienteuno00001")
-    first = auditor.get("/fhir/AuditEvent", patient="pacienteuno00001", _count="2")
+        patient_access(physician, pid)
+    first = auditor.get("/fhir/AuditEvent", patient=pid, _count="2")
     assert len(events(first)) == 2
     next_url = next(link["url"] for link in first.body["link"] if link["relation"] == "next")
     token = next_url.split("_page=")[1]
-    rest = auditor.get("/fhir/AuditEvent", patient="pacienteuno00001", _count="2", _page=token)
-    assert len(events(rest)) == 1
+    rest = auditor.get("/fhir/AuditEvent", patient=pid, _count="2", _page=token)
+    assert len(events(rest)) == 2  # the third access and the patient's registration
+    assert "next" not in {link["relation"] for link in rest.body["link"]}
     other_patient = auditor.get("/fhir/AuditEvent", patient="pacientedos00002", _count="2", _page=token)
     assert other_patient.status == 400
 
@@ -145,7 +147,7 @@ def test_audit_search_pages(people):
      ({"subtype": "read"}, "subtype"), ({"patient": "Patient/"}, "patient"), ({"date": "2025-01-01T10:00"}, "date")],
 )
 def test_bad_audit_queries_are_400_naming_the_parameter(people, query, expression):
-    _, auditor, _ = people
+    _, auditor, _, _ = people
     reply = auditor.get("/fhir/AuditEvent", **query)
     assert reply.status == 400
     assert reply.body["issue"][0]["expression"] == [expression]

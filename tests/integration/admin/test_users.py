@@ -170,20 +170,37 @@ def test_a_taken_username_is_409_and_nothing_is_written(admin_world, chain_a, ch
 
 
 def test_patient_accounts_link_their_record(admin_world, chain_a):
+    first, second = admin_world.patient(chain_a), admin_world.patient(chain_a)
     body = {"username": "paciente.uno", "email": "p@example.com", "role": "patient"}
     missing = chain_a.admin.post("/admin/users", body, headers=JSON)
     assert missing.status == 400
     assert missing.body["issue"][0]["expression"] == ["patient_id"]
-    reply = chain_a.admin.post("/admin/users", {**body, "patient_id": "abcdefghijklmnop"}, headers=JSON)
+    reply = chain_a.admin.post("/admin/users", {**body, "patient_id": first}, headers=JSON)
     assert reply.status == 201
-    assert reply.body["patient_id"] == "abcdefghijklmnop"
-    assert _attributes(admin_world, "paciente.uno")[0]["custom:patient_id"] == "abcdefghijklmnop"
-    relinked = chain_a.admin.call("PUT", "/admin/users/paciente.uno", {"patient_id": "qrstuvwxyz234567"},
-                                  headers=JSON)
+    assert reply.body["patient_id"] == first
+    assert _attributes(admin_world, "paciente.uno")[0]["custom:patient_id"] == first
+    relinked = chain_a.admin.call("PUT", "/admin/users/paciente.uno", {"patient_id": second}, headers=JSON)
     assert relinked.status == 200
-    assert _attributes(admin_world, "paciente.uno")[0]["custom:patient_id"] == "qrstuvwxyz234567"
+    assert _attributes(admin_world, "paciente.uno")[0]["custom:patient_id"] == second
     unlinked = chain_a.admin.call("PUT", "/admin/users/paciente.uno", {"patient_id": None}, headers=JSON)
     assert unlinked.status == 400
+
+
+def test_a_patient_account_must_link_a_patient_of_the_chain(admin_world, chain_a, chain_b):
+    theirs = admin_world.patient(chain_b)
+    body = {"username": "paciente.dos", "email": "p2@example.com", "role": "patient"}
+    answers = [chain_a.admin.post("/admin/users", {**body, "patient_id": pid}, headers=JSON)
+               for pid in ("abcdefghijklmnop", theirs)]
+    # Another chain's patient answers exactly like an id nobody has, and neither is echoed.
+    assert [a.status for a in answers] == [422, 422]
+    assert answers[0].body == answers[1].body
+    assert answers[0].body["issue"][0]["expression"] == ["patient_id"] and theirs not in str(answers[1].body)
+    assert chain_a.admin.get("/admin/users/paciente.dos").status == 404  # no account was made
+    mine = admin_world.patient(chain_a)
+    assert chain_a.admin.post("/admin/users", {**body, "patient_id": mine}, headers=JSON).status == 201
+    moved = chain_a.admin.call("PUT", "/admin/users/paciente.dos", {"patient_id": theirs}, headers=JSON)
+    assert moved.status == 422
+    assert _attributes(admin_world, "paciente.dos")[0]["custom:patient_id"] == mine
 
 
 def test_emails_are_never_logged(admin_world, chain_a, caplog, capsys):
