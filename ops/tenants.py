@@ -150,12 +150,13 @@ def new_tenant_id() -> str:
     return "t-" + "".join(secrets.choice(_TENANT_ALPHABET) for _ in range(10))
 
 
-def _transact_with(dynamodb: Any) -> Transact:
+def _transact_with(dynamodb: Any, new_key: audit_chain.KeyMaker) -> Transact:
     """``TransactWriteItems`` on this session's client; a failed condition is a TransactionConflict."""
 
     def run(items: list[dict[str, Any]]) -> None:
-        # The audit records are hash-chained like every other (decision 0022): sealed here, confirmed on success.
-        with audit_chain.seal_transaction(items):
+        # The audit records are hash-chained like every other (decisions 0022, 0029): sealed here under a chain key
+        # from the operator's KMS access, confirmed on success.
+        with audit_chain.seal_transaction(items, new_key=new_key):
             try:
                 dynamodb.transact_write_items(TransactItems=items)
             except ClientError as exc:
@@ -194,7 +195,7 @@ def create_tenant(*, stack: StackInfo, name: str, admin_username: str, admin_ema
     repo = AdminRepository(
         tables=AdminTables(admin=stack.table_admin, audit=stack.table_audit),
         envelope=Envelope(kms, stack.key_app_arn),
-        transact=_transact_with(stack.client(session, "dynamodb")),
+        transact=_transact_with(stack.client(session, "dynamodb"), audit_chain.kms_key_maker(kms, stack.key_app_arn)),
     )
     admin = rules.new_user({"username": admin_username, "email": admin_email, "role": "admin", "clinic_ids": []})
     created = logic.create_tenant(

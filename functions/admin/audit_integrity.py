@@ -377,9 +377,47 @@ def verify(tenant: str, start: str, end: str) -> Verification:
         return found[0] if found else None
 
     walk = audit_chain.walk(records, copies=copies, predecessor=predecessor, digests=overlapping,
+                            chain_key=_chain_keys(tenant, records, predecessor),
                             agent=lambda t, user: audit.agent_partition(TenantId(t), user),
                             patient=lambda t, patient: audit.patient_partition(TenantId(t), patient))
     return Verification(walk, low, high, len(periods), through, digest_findings)
+
+
+def _chain_keys(tenant: str, records: list[dict[str, Any]],
+                predecessor: Callable[[str, int], dict[str, Any] | None]) -> audit_chain.KeyReader:
+    """Each chain's key, unwrapped once with KMS from the chain's first record (in the period, else read by the
+    ``by_chain`` index). The encryption context names the tenant and the chain, so only a key KMS made for this
+    very chain unwraps: a first record forged or copied from another chain gives no key (its records are then
+    reported altered). Raises :class:`ServiceUnavailable` when KMS cannot be reached."""
+    firsts: dict[str, list[dict[str, Any]]] = {}
+    for record in records:
+        if record.get("seq") == 1 and record.get("chain"):
+            firsts.setdefault(str(record["chain"]), []).append(record)
+    keys: dict[str, bytes | None] = {}
+    kms = aws.client("kms")
+
+    def unwrap(chain: str, first: dict[str, Any]) -> bytes | None:
+        wrapped = audit_chain.wrapped_key(first)
+        if wrapped is None:
+            return None
+        try:
+            response = kms.decrypt(CiphertextBlob=wrapped, KeyId=settings().key_app_arn,
+                                   EncryptionContext=audit_chain.key_context(tenant, chain))
+        except ClientError as exc:
+            if aws.error_code(exc) in ("InvalidCiphertextException", "IncorrectKeyException"):
+                return None
+            raise ServiceUnavailable("The audit trail's keys are unavailable") from exc
+        except BotoCoreError as exc:
+            raise ServiceUnavailable("The audit trail's keys are unavailable") from exc
+        return bytes(response["Plaintext"])
+
+    def chain_key(chain: str) -> bytes | None:
+        if chain not in keys:
+            candidates = firsts.get(chain) or [r for r in (predecessor(chain, 1),) if r is not None]
+            keys[chain] = next((k for k in (unwrap(chain, c) for c in candidates) if k is not None), None)
+        return keys[chain]
+
+    return chain_key
 
 
 def as_parameters(result: Verification, *, requested: tuple[str, str]) -> dict[str, Any]:

@@ -152,6 +152,15 @@ def audit_puts(ctx: RequestContext, entry: AuditEntry, *, table: str | None = No
     ]
 
 
+def new_chain_key(tenant: str, chain: str) -> tuple[bytes, bytes]:
+    """The key of a hash chain this process opens: a KMS data key under the app key, bound to the tenant and
+    the chain (:mod:`expediente.audit_chain`). Raises :class:`AuditUnavailable` when KMS fails."""
+    try:
+        return audit_chain.kms_key_maker(aws.client("kms"), settings().key_app_arn)(tenant, chain)
+    except (BotoCoreError, ClientError) as exc:
+        raise AuditUnavailable("The access could not be audited, so no data is returned") from exc
+
+
 def record(ctx: RequestContext, entry: AuditEntry) -> None:
     """Write one audit record now. Raises :class:`AuditUnavailable` (503) if it fails.
 
@@ -162,7 +171,7 @@ def record(ctx: RequestContext, entry: AuditEntry) -> None:
     table = settings().table_audit
     items = audit_items(ctx, entry)
     client = aws.client("dynamodb")
-    with audit_chain.seal_items(items):
+    with audit_chain.seal_items(items, new_key=new_chain_key):
         try:
             if len(items) == 1:
                 client.put_item(TableName=table, Item=items[0], ConditionExpression="attribute_not_exists(pk)")

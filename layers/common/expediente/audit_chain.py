@@ -1,10 +1,16 @@
 """Hash chains over the audit trail: sealing records as they are written, and walking them back.
 
 Every writer (a Lambda container, or one thread of the local stack) keeps, per tenant, one open
-*chain*: a random ``chain`` id, the ``seq`` of its last written record and that record's ``hash``.
-A record is sealed just before it is sent: it gets ``chain``, ``seq`` = last + 1, ``prev`` = the
-last record's hash (:data:`GENESIS` for ``seq`` 1) and ``hash`` = SHA-256 of the RFC 8785 canonical
-JSON of everything the record holds except its keys and index keys (:func:`content_hash`). The
+*chain*: a random ``chain`` id, the ``seq`` of its last written record, that record's ``hash`` and
+the chain's *key*. A record is sealed just before it is sent: it gets ``chain``, ``seq`` = last + 1,
+``prev`` = the last record's hash (:data:`GENESIS` for ``seq`` 1), ``alg`` = :data:`ALG` and ``hash`` =
+HMAC-SHA256, under the chain's key, of the RFC 8785 canonical JSON of everything the record holds except
+its keys and index keys (:func:`content_hash`). The key is a fresh 256-bit KMS data key made when the
+chain opens (``KeyMaker``; the app key, encryption context ``tenant``, ``purpose=audit-chain`` and the
+chain id); its KMS-wrapped copy travels in the chain's first record (``chain_key``), so a verifier with
+KMS access to the tenant recomputes every hash, and someone who can write the table but not use the key
+cannot append, alter or insert a record that verifies (decision 0029 closes the window decision 0022
+left open until the next digest; trimming a chain's tail still waits for the digest). The
 head advances only once the write is known to have succeeded (:meth:`Seal.confirm`); a failed or
 unknown write abandons the chain (:meth:`Seal.abandon`) and the next record opens a new one, so a
 sequence number is never written twice with different content (no forks). There is no shared head
@@ -24,7 +30,9 @@ time: a SnapStart snapshot therefore holds no open chain that restored copies wo
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import hmac
 import threading
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -34,9 +42,44 @@ from itertools import pairwise
 from typing import Any, Final
 
 GENESIS: Final = "0" * 64
+# The MAC every record is sealed with (HMAC-SHA256 under its chain's key).
+ALG: Final = "HS256"
 # Attributes the hash does not cover: the hash itself, and the keys (checked against the content instead).
 KEY_ATTRIBUTES: Final = frozenset({"pk", "sk", "gsi1pk", "gsi1sk", "gsi2pk", "gsi2sk", "gsi3pk", "gsi3sk"})
-CHAIN_ATTRIBUTES: Final = ("chain", "seq", "prev", "hash")
+CHAIN_ATTRIBUTES: Final = ("chain", "seq", "prev", "alg", "hash", "chain_key")
+# The KMS encryption context purpose of chain keys.
+KEY_PURPOSE: Final = "audit-chain"
+
+# (tenant, chain id) -> (the chain's key, its KMS-wrapped copy to store in the first record).
+KeyMaker = Callable[[str, str], tuple[bytes, bytes]]
+# chain id -> the chain's key, or None when it cannot be read (its first record missing or altered).
+KeyReader = Callable[[str], bytes | None]
+
+
+def key_context(tenant: str, chain: str) -> dict[str, str]:
+    """The KMS encryption context of a chain's key."""
+    return {"tenant": tenant, "purpose": KEY_PURPOSE, "chain": chain}
+
+
+def kms_key_maker(kms: Any, key_id: str) -> KeyMaker:
+    """A :data:`KeyMaker` over a KMS client: one ``GenerateDataKey`` (AES-256) per chain opened."""
+
+    def make(tenant: str, chain: str) -> tuple[bytes, bytes]:
+        response = kms.generate_data_key(KeyId=key_id, KeySpec="AES_256", EncryptionContext=key_context(tenant, chain))
+        return bytes(response["Plaintext"]), bytes(response["CiphertextBlob"])
+
+    return make
+
+
+def wrapped_key(first: Mapping[str, Any]) -> bytes | None:
+    """The wrapped chain key a chain's first record carries (plain values), or None."""
+    value = first.get("chain_key")
+    if not isinstance(value, str):
+        return None
+    try:
+        return base64.b64decode(value, validate=True)
+    except ValueError:
+        return None
 AUDIT_SUFFIX: Final = "#AUDIT"
 COPY_SUFFIX: Final = "#AUDIT#PATIENT-INDEX"
 CHAIN_INDEX: Final = "by_chain"
@@ -66,17 +109,18 @@ def plain(value: Any) -> Any:
     return value
 
 
-def content_hash(record: Mapping[str, Any]) -> str:
-    """Hex SHA-256 of the canonical JSON of ``record`` (plain values) without ``hash`` and key attributes.
+def content_hash(record: Mapping[str, Any], key: bytes) -> str:
+    """Hex HMAC-SHA256, under the chain's ``key``, of the canonical JSON of ``record`` (plain values) without
+    ``hash`` and key attributes.
 
-    The chain fields ``chain``, ``seq`` and ``prev`` are covered, so a record cannot be moved within
-    or between chains. ``None`` values are left out, as DynamoDB stores them (not at all).
+    The chain fields ``chain``, ``seq``, ``prev``, ``alg`` and ``chain_key`` are covered, so a record cannot
+    be moved within or between chains. ``None`` values are left out, as DynamoDB stores them (not at all).
     """
     import rfc8785  # loaded on the first audit write, not at handler import (tests/unit/common/test_cold_path.py)
 
     content = {k: plain(v) for k, v in record.items()
                if k != "hash" and k not in KEY_ATTRIBUTES and v is not None}
-    return hashlib.sha256(rfc8785.dumps(content)).hexdigest()
+    return hmac.new(key, rfc8785.dumps(content), hashlib.sha256).hexdigest()
 
 
 # ------------------------------------------------------------------ sealing (write side) ---
@@ -84,11 +128,12 @@ def content_hash(record: Mapping[str, Any]) -> str:
 
 @dataclass(frozen=True)
 class Head:
-    """The last confirmed record of a chain."""
+    """The last confirmed record of a chain, and the chain's key."""
 
     chain: str
     seq: int
     hash: str
+    key: bytes = field(repr=False, default=b"")
 
 
 class _State(threading.local):
@@ -162,12 +207,13 @@ def _kind(item: Mapping[str, Any]) -> str | None:
     return None
 
 
-def seal_items(items: Sequence[dict[str, Any]]) -> Seal:
+def seal_items(items: Sequence[dict[str, Any]], *, new_key: KeyMaker) -> Seal:
     """Stamp chain fields on the audit items among ``items`` (DynamoDB-typed, changed in place).
 
     Records (partition ``<tenant>#AUDIT``) are chained in order; patient-index copies get their
-    record's chain fields (matched by ``id``). Other items are left alone. Returns the :class:`Seal`
-    to confirm or abandon once the write's outcome is known.
+    record's chain fields (matched by ``id``). Other items are left alone. ``new_key`` makes the key of
+    a chain this writer opens (whatever it raises propagates; no item has been changed then). Returns the
+    :class:`Seal` to confirm or abandon once the write's outcome is known.
     """
     serializer, deserializer = _serializer()
     seal = Seal()
@@ -183,13 +229,17 @@ def seal_items(items: Sequence[dict[str, Any]]) -> Seal:
         values = {k: deserializer.deserialize(v) for k, v in item.items() if k not in CHAIN_ATTRIBUTES}
         tenant = str(values.get("tenant") or str(values["pk"]).removesuffix(AUDIT_SUFFIX))
         head = seal.pending.get(tenant) or _state.heads.get(tenant)
+        fields: dict[str, Any] = {}
         if head is None:
-            head = Head(str(uuid.uuid4()), 0, GENESIS)
+            chain = str(uuid.uuid4())
+            key, wrapped = new_key(tenant, chain)
+            head = Head(chain, 0, GENESIS, key)
+            fields["chain_key"] = base64.b64encode(wrapped).decode()
             _state.opened += 1
-        fields = {"chain": head.chain, "seq": head.seq + 1, "prev": head.hash}
-        digest = content_hash({**values, **fields})
+        fields.update({"chain": head.chain, "seq": head.seq + 1, "prev": head.hash, "alg": ALG})
+        digest = content_hash({**values, **fields}, head.key)
         fields["hash"] = digest
-        seal.pending[tenant] = Head(head.chain, head.seq + 1, digest)
+        seal.pending[tenant] = Head(head.chain, head.seq + 1, digest, head.key)
         stamped = {**fields, "gsi3pk": chain_partition(tenant, head.chain), "gsi3sk": seq_key(head.seq + 1)}
         item.update({k: serializer.serialize(v) for k, v in stamped.items()})
         sealed[str(values["id"])] = fields
@@ -200,9 +250,10 @@ def seal_items(items: Sequence[dict[str, Any]]) -> Seal:
     return seal
 
 
-def seal_transaction(elements: Sequence[dict[str, Any]]) -> Seal:
+def seal_transaction(elements: Sequence[dict[str, Any]], *, new_key: KeyMaker) -> Seal:
     """:func:`seal_items` over the ``Put`` items of ``TransactWriteItems`` elements."""
-    return seal_items([e["Put"]["Item"] for e in elements if isinstance(e.get("Put"), dict) and "Item" in e["Put"]])
+    return seal_items([e["Put"]["Item"] for e in elements if isinstance(e.get("Put"), dict) and "Item" in e["Put"]],
+                      new_key=new_key)
 
 
 # ------------------------------------------------------------------ walking (verify side) ---
@@ -280,10 +331,23 @@ def expected_keys(record: Mapping[str, Any], *, agent: Callable[[str, str], str]
     }
 
 
-def _valid(record: Mapping[str, Any], keys: Mapping[str, str | None]) -> str | None:
-    """Why ``record`` (plain values) is not what was sealed, or None."""
-    if record.get("hash") != content_hash(record):
+def _sealed(record: Mapping[str, Any], chain_key: KeyReader) -> str | None:
+    """Why ``record``'s hash is not its chain's MAC of its content, or None."""
+    if record.get("alg") != ALG:
+        return "it is not sealed with its chain's key"
+    key = chain_key(str(record.get("chain")))
+    if key is None:
+        return "its chain's key cannot be read (the chain's first record is missing or altered)"
+    if record.get("hash") != content_hash(record, key):
         return "its content does not match its hash"
+    return None
+
+
+def _valid(record: Mapping[str, Any], keys: Mapping[str, str | None], chain_key: KeyReader) -> str | None:
+    """Why ``record`` (plain values) is not what was sealed, or None."""
+    problem = _sealed(record, chain_key)
+    if problem:
+        return problem
     wrong = sorted(k for k, v in keys.items() if record.get(k) != v)
     if wrong:
         return f"its keys do not match its content ({', '.join(wrong)})"
@@ -291,13 +355,14 @@ def _valid(record: Mapping[str, Any], keys: Mapping[str, str | None]) -> str | N
 
 
 def walk(records: Iterable[Mapping[str, Any]], *, copies: Iterable[Mapping[str, Any]] = (),
-         predecessor: Predecessor, digests: Sequence[DigestPeriod] = (),
+         predecessor: Predecessor, chain_key: KeyReader, digests: Sequence[DigestPeriod] = (),
          agent: Callable[[str, str], str], patient: Callable[[str, str], str]) -> Walk:
     """Check every record of a period (plain values, the tenant's partition), its chains and its digests.
 
     ``predecessor(chain, seq)`` returns the stored record of that chain and seq (outside the period),
-    or None. ``digests`` are signed digests already verified by the caller, whose periods the
-    records fully cover. Reports altered records (hash or keys do not match the content, or the next
+    or None. ``chain_key(chain)`` returns the chain's key (unwrapped from its first record), or None.
+    ``digests`` are signed digests already verified by the caller, whose periods the records fully
+    cover. Reports altered records (hash or keys do not match the content, or the next
     record of the chain holds another hash), inserted ones (no chain, a repeated seq, a chain or seq
     a digest does not list) and deleted ones (seq gaps, a missing predecessor, fewer records than a
     digest counts, a missing patient-index copy).
@@ -314,7 +379,7 @@ def walk(records: Iterable[Mapping[str, Any]], *, copies: Iterable[Mapping[str, 
             result.findings.append(Finding(INSERTED, "the record belongs to no chain", record_id=record_id,
                                            recorded=record.get("recorded")))
             continue
-        problem = _valid(record, expected_keys(record, agent=agent, patient=patient))
+        problem = _valid(record, expected_keys(record, agent=agent, patient=patient), chain_key)
         if problem:
             broken.add(id(record))
             result.findings.append(Finding(ALTERED, problem, str(record["chain"]), int(record["seq"]), record_id,
@@ -323,7 +388,7 @@ def walk(records: Iterable[Mapping[str, Any]], *, copies: Iterable[Mapping[str, 
     result.chains = len(by_chain)
     members: dict[str, dict[int, Mapping[str, Any]]] = {}
     for chain, chained in by_chain.items():
-        members[chain] = _walk_chain(chain, chained, predecessor, broken, result.findings)
+        members[chain] = _walk_chain(chain, chained, predecessor, chain_key, broken, result.findings)
     for digest in digests:
         _check_digest(digest, members, result.findings)
     origin = next((d.start for d in digests if d.first), None)
@@ -333,12 +398,12 @@ def walk(records: Iterable[Mapping[str, Any]], *, copies: Iterable[Mapping[str, 
                 result.findings.append(Finding(INSERTED, f"recorded before the trail's first record ({origin})",
                                                record.get("chain"), record.get("seq"), record_id,
                                                record.get("recorded")))
-    _check_copies(copies, by_id, result, patient)
+    _check_copies(copies, by_id, result, patient, chain_key)
     return result
 
 
-def _walk_chain(chain: str, chained: list[Mapping[str, Any]], predecessor: Predecessor, broken: set[int],
-                findings: list[Finding]) -> dict[int, Mapping[str, Any]]:
+def _walk_chain(chain: str, chained: list[Mapping[str, Any]], predecessor: Predecessor, chain_key: KeyReader,
+                broken: set[int], findings: list[Finding]) -> dict[int, Mapping[str, Any]]:
     """Walk one chain by seq; returns the record kept for each seq (duplicates dropped)."""
     kept: dict[int, Mapping[str, Any]] = {}
     for record in sorted(chained, key=lambda r: (int(r["seq"]), id(r) in broken)):
@@ -360,7 +425,7 @@ def _walk_chain(chain: str, chained: list[Mapping[str, Any]], predecessor: Prede
         if before is None:
             findings.append(Finding(DELETED, f"seq {first_seq - 1}, before the period, is missing", chain,
                                     first_seq - 1, count=1))
-        elif before.get("hash") != content_hash(before) or first.get("prev") != before.get("hash"):
+        elif _sealed(before, chain_key) or first.get("prev") != before.get("hash"):
             findings.append(Finding(ALTERED, f"the link from seq {first_seq - 1} (before the period) is broken",
                                     chain, first_seq - 1, str(before.get("id")), before.get("recorded")))
     for (seq_a, a), (seq_b, b) in pairwise(ordered):
@@ -404,7 +469,7 @@ def _check_digest(digest: DigestPeriod, members: Mapping[str, Mapping[int, Mappi
 
 
 def _check_copies(copies: Iterable[Mapping[str, Any]], by_id: Mapping[str, Mapping[str, Any]], result: Walk,
-                  patient: Callable[[str, str], str]) -> None:
+                  patient: Callable[[str, str], str], chain_key: KeyReader) -> None:
     seen: set[tuple[str, str]] = set()
     for copy in copies:
         result.copies += 1
@@ -416,7 +481,7 @@ def _check_copies(copies: Iterable[Mapping[str, Any]], by_id: Mapping[str, Mappi
             result.findings.append(Finding(INSERTED, "a patient-index copy of a record that is not in the trail",
                                            record_id=record_id, recorded=copy.get("recorded")))
             continue
-        wrong = (copy.get("hash") != content_hash(copy) or copy.get("hash") != main.get("hash")
+        wrong = (_sealed(copy, chain_key) is not None or copy.get("hash") != main.get("hash")
                  or target not in (main.get("patient_ids") or [])
                  or copy.get("gsi1pk") != patient(str(main.get("tenant")), target))
         if wrong:

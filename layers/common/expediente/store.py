@@ -22,7 +22,7 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from expediente import audit_chain, aws
+from expediente import audit, audit_chain, aws
 from expediente.context import TenantId
 from expediente.crypto import Envelope
 from expediente.errors import ServiceUnavailable
@@ -179,7 +179,7 @@ def transact(items: list[dict[str, Any]], *, events: Sequence[Any] = ()) -> None
     staged = outbox.pending(events) if events else []
     if staged:
         items = [*items, *outbox.put_ops(staged)]
-    with audit_chain.seal_transaction(items):
+    with audit_chain.seal_transaction(items, new_key=audit.new_chain_key):
         _transact_write_items(items)
     outbox.remember(staged)
 

@@ -136,6 +136,29 @@ def test_a_record_inserted_in_the_table_is_reported_inserted(trail):
     assert findings[0]["kind"] == "inserted"
 
 
+def test_a_record_appended_to_a_chain_before_any_digest_is_reported_altered(trail):
+    """Decision 0029: without the chain's key (KMS), write access to the table cannot extend a chain unnoticed, even
+    where no digest covers it yet. The forger copies the chain's last record, links to it and rehashes with
+    whatever it can compute."""
+    tenant, auditor = trail
+    chained = [r for r in _records(tenant.id) if r.get("seq")]
+    newest = max(chained, key=lambda r: r["sk"])
+    tail = max((r for r in chained if r["chain"] == newest["chain"]), key=lambda r: r["seq"])
+    moment = datetime.fromisoformat(tail["recorded"].replace("Z", "+00:00")) + timedelta(milliseconds=1)
+    recorded = audit_integrity.instant(moment)
+    seq = int(tail["seq"]) + 1
+    forged = {**tail, "id": "forged-append", "seq": seq, "prev": tail["hash"], "user_id": "intruder",
+              "recorded": recorded, "sk": f"{recorded}#forged-append", "gsi3sk": audit_chain.seq_key(seq),
+              "gsi2pk": audit.agent_partition(TenantId(tenant.id), "intruder"), "gsi2sk": f"{recorded}#forged-append"}
+    forged["hash"] = audit_chain.content_hash(forged, b"\0" * 32)  # any key but the chain's
+    _ddb().put_item(TableName=support.table_name("audit"), Item=aws.to_item(forged))
+    params, findings = _verify(auditor)
+    assert params["digestsVerified"] == 0  # nothing digested yet: the key alone catches it
+    assert params["altered"] == 1 and params["inserted"] == params["deleted"] == 0
+    assert [(f["kind"], f["record"]["reference"]) for f in findings] == [("altered", "AuditEvent/forged-append")]
+    assert findings[0]["detail"] == "its content does not match its hash"
+
+
 def test_a_forged_chain_inside_a_digested_period_is_reported_inserted(trail):
     tenant, auditor = trail
     _digest_now(tenant.id)
@@ -147,7 +170,7 @@ def test_a_forged_chain_inside_a_digested_period_is_reported_inserted(trail):
     for moment in (inside - timedelta(milliseconds=1), before - timedelta(seconds=30)):
         audit_chain.reset()  # the forger computes a perfectly valid chain of its own
         items = audit.audit_items(ctx, AuditEntry("Patient", Action.READ, "p-1", ("p-1",)), now=moment)
-        audit_chain.seal_items(items).confirm()
+        audit_chain.seal_items(items, new_key=audit.new_chain_key).confirm()
         _ddb().put_item(TableName=support.table_name("audit"), Item=items[0])
     audit_chain.reset()
     params, findings = _verify(auditor)
@@ -198,7 +221,7 @@ def test_the_hourly_schedule_digests_every_tenant(admin_world, chain_a, chain_b)
                              clinic=None, practitioner_id=None, patient_id=None, request_id="r", source_ip="",
                              user_agent="")
         items = audit.audit_items(ctx, AuditEntry("Patient", Action.READ, "p-1", ("p-1",)), now=past)
-        audit_chain.seal_items(items).confirm()
+        audit_chain.seal_items(items, new_key=audit.new_chain_key).confirm()
         _ddb().put_item(TableName=support.table_name("audit"), Item=items[0])
     result = lambda_handler({"source": "aws.events", "detail-type": "Scheduled Event", "detail": {}}, LambdaContext())
     assert result == {"digests": 2}

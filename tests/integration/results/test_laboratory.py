@@ -70,6 +70,7 @@ class Lab:
     def __init__(self, chain: Chain, physician: Staff, reception: Staff):
         self.chain = chain
         self.physician = physician
+        self.reception = reception
         self.lab = chain.staff("lab")
         self.patient = chain.register_patient(reception)
         encounter = physician.notes("POST", "/fhir/Encounter", {
@@ -256,7 +257,8 @@ def test_the_printable_report_renders_values_and_a_trend_for_abnormal_tests(lab:
                          LambdaContext())
     assert raw["statusCode"] == 200 and raw["isBase64Encoded"] is True
     assert base64.b64decode(raw["body"]).startswith(b"%PDF-")
-    refused = lab.chain.patient_user("someone-else").results("GET", f"/fhir/DiagnosticReport/{report.body['id']}")
+    someone_else = lab.chain.register_patient(lab.reception)  # another patient of the chain, with an account
+    refused = lab.chain.patient_user(someone_else).results("GET", f"/fhir/DiagnosticReport/{report.body['id']}")
     assert refused.status == 404
 
 

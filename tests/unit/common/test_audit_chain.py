@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import threading
 from decimal import Decimal
 from typing import Any
@@ -15,6 +16,21 @@ from expediente.context import RequestContext, TenantId
 from expediente.permissions import Role
 
 TENANT = "red-a"
+
+
+def chain_key(chain: str) -> bytes:
+    """The test's stand-in for a chain's KMS data key: derived from the chain id."""
+    return hashlib.sha256(f"test chain key {chain}".encode()).digest()
+
+
+def new_key(tenant: str, chain: str) -> tuple[bytes, bytes]:
+    """The test's stand-in for KMS GenerateDataKey: the key, and a "wrapped" copy that names it."""
+    return chain_key(chain), f"wrapped:{tenant}:{chain}".encode()
+
+
+def mac(record: dict[str, Any]) -> str:
+    """The hash a writer holding the chain's key computes (an attacker with KMS access, for the structure tests)."""
+    return content_hash(record, chain_key(str(record["chain"])))
 
 
 @pytest.fixture(autouse=True)
@@ -34,16 +50,17 @@ def _write(n: int, *, patients: tuple[str, ...] = ("p-1",), tenant: str = TENANT
     out = []
     for _ in range(n):
         items = audit.audit_items(_ctx(tenant), AuditEntry("Patient", Action.READ, "p-1", patients, 200))
-        audit_chain.seal_items(items).confirm()
+        audit_chain.seal_items(items, new_key=new_key).confirm()
         out += [aws.from_item(i) for i in items]
     return out
 
 
 def _walk(records: list[dict[str, Any]], *, copies: list[dict[str, Any]] = (),  # type: ignore[assignment]
           before: dict[tuple[str, int], dict[str, Any]] | None = None,
-          digests: tuple[DigestPeriod, ...] = ()) -> audit_chain.Walk:
+          digests: tuple[DigestPeriod, ...] = (),
+          keys: audit_chain.KeyReader = chain_key) -> audit_chain.Walk:
     return audit_chain.walk(records, copies=copies, predecessor=lambda c, s: (before or {}).get((c, s)),
-                            digests=digests,
+                            digests=digests, chain_key=keys,
                             agent=lambda t, u: audit.agent_partition(TenantId(t), u),
                             patient=lambda t, p: audit.patient_partition(TenantId(t), p))
 
@@ -54,27 +71,29 @@ def test_records_of_one_writer_form_a_chain_from_genesis():
     assert len({r["chain"] for r in records}) == 1
     assert records[0]["prev"] == GENESIS
     assert records[1]["prev"] == records[0]["hash"] and records[2]["prev"] == records[1]["hash"]
-    assert all(r["hash"] == content_hash(r) for r in records)
+    assert all(r["hash"] == mac(r) and r["alg"] == "HS256" for r in records)
+    assert records[0]["chain_key"] and all("chain_key" not in r for r in records[1:])  # the wrapped key, once
     assert records[2]["gsi3pk"] == f"{TENANT}#CHAIN#{records[0]['chain']}" and records[2]["gsi3sk"] == "000000000003"
 
 
 def test_hash_survives_the_dynamodb_round_trip_of_numbers():
     record = _write(1)[0]
     as_decimal = {**record, "seq": Decimal(record["seq"]), "status": Decimal(200)}
-    assert content_hash(as_decimal) == record["hash"]
+    assert mac(as_decimal) == record["hash"]
 
 
 def test_hash_covers_every_content_field_but_not_the_keys():
     record = _write(1)[0]
-    assert content_hash({**record, "sk": "moved"}) == record["hash"]
-    for name in ("user_id", "action", "status", "patient_ids", "prev", "seq", "chain", "recorded"):
-        assert content_hash({**record, name: "x"}) != record["hash"], name
+    assert mac({**record, "sk": "moved"}) == record["hash"]
+    for name in ("user_id", "action", "status", "patient_ids", "prev", "seq", "recorded", "alg", "chain_key"):
+        assert mac({**record, name: "x"}) != record["hash"], name
+    assert content_hash(record, b"another key") != record["hash"]
 
 
 def test_a_failed_write_abandons_the_chain_and_the_next_record_opens_a_new_one():
     first = _write(2)
     items = audit.audit_items(_ctx(), AuditEntry("Patient", Action.UPDATE, "p-1", ("p-1",), 200))
-    seal = audit_chain.seal_items(items)
+    seal = audit_chain.seal_items(items, new_key=new_key)
     assert aws.from_item(items[0])["seq"] == 3
     seal.abandon()  # the transaction failed, or its outcome is unknown
     after = _write(1)
@@ -84,9 +103,9 @@ def test_a_failed_write_abandons_the_chain_and_the_next_record_opens_a_new_one()
 def test_an_unconfirmed_seal_never_reuses_a_sequence_number_after_abandon():
     _write(1)
     items = audit.audit_items(_ctx(), AuditEntry("Patient", Action.READ, "p-1", ("p-1",), 200))
-    audit_chain.seal_items(items).abandon()
+    audit_chain.seal_items(items, new_key=new_key).abandon()
     again = audit.audit_items(_ctx(), AuditEntry("Patient", Action.READ, "p-1", ("p-1",), 200))
-    audit_chain.seal_items(again).confirm()
+    audit_chain.seal_items(again, new_key=new_key).confirm()
     lost, kept = aws.from_item(items[0]), aws.from_item(again[0])
     assert (lost["chain"], lost["seq"]) != (kept["chain"], kept["seq"])
 
@@ -96,7 +115,7 @@ def test_two_records_in_one_transaction_are_consecutive():
     puts = [*audit.audit_puts(ctx, AuditEntry("Organization", Action.CREATE, "o-1", status=201), table="t"),
             {"Put": {"TableName": "other", "Item": aws.to_item({"pk": "x", "sk": "y"})}},
             *audit.audit_puts(ctx, AuditEntry("User", Action.CREATE, "admin", status=201), table="t")]
-    audit_chain.seal_transaction(puts).confirm()
+    audit_chain.seal_transaction(puts, new_key=new_key).confirm()
     sealed = [aws.from_item(p["Put"]["Item"]) for p in puts]
     assert [r.get("seq") for r in sealed] == [1, None, 2]
     assert sealed[2]["prev"] == sealed[0]["hash"]
@@ -113,7 +132,7 @@ def test_patient_index_copies_carry_the_record_hash_and_are_not_chain_members():
     written = _write(1, patients=("p-1", "p-2"))
     record, copies = written[0], written[1:]
     assert len(copies) == 2
-    assert all(c["hash"] == record["hash"] == content_hash(c) for c in copies)
+    assert all(c["hash"] == record["hash"] == mac(c) for c in copies)
     assert all("gsi3pk" not in c for c in copies)
 
 
@@ -152,7 +171,7 @@ def test_an_altered_record_is_reported_as_altered():
 def test_a_record_rehashed_after_alteration_breaks_the_next_link():
     records = _write(4)
     forged = {**records[1], "action": "search-type"}
-    forged["hash"] = content_hash(forged)
+    forged["hash"] = mac(forged)
     records[1] = forged
     walk = _walk(records)
     assert [(f.kind, f.seq) for f in walk.findings] == [("altered", 2)]
@@ -184,7 +203,7 @@ def test_a_record_without_chain_is_inserted():
 def test_a_duplicate_sequence_number_is_inserted():
     records = _write(3)
     dup = {**records[1], "id": "forged", "recorded": records[1]["recorded"]}
-    dup["hash"] = content_hash(dup)
+    dup["hash"] = mac(dup)
     walk = _walk([*records, dup])
     kinds = sorted((f.kind, f.seq) for f in walk.findings)
     assert ("inserted", 2) in kinds
@@ -227,3 +246,40 @@ def test_altered_and_missing_patient_index_copies_are_reported():
     altered = [{**copies[0], "user_id": "x"}, copies[1]]
     assert [f.kind for f in _walk([record], copies=altered).findings] == ["altered"]
     assert [f.kind for f in _walk([record], copies=copies[:1]).findings] == ["deleted"]
+
+
+# ------------------------------------------------------------------ the chain's key (decision 0029) ---
+
+
+def test_a_record_appended_without_the_chains_key_is_altered_before_any_digest():
+    """Write access to the table is not enough: a record added at the tail with a recomputed hash does not verify."""
+    records = _write(3)
+    tail = records[-1]
+    forged = {**tail, "id": "forged", "seq": 4, "prev": tail["hash"], "user_id": "intruder"}
+    for guess in (hashlib.sha256(b"x").hexdigest(), content_hash(forged, b"\0" * 32)):
+        walk = _walk([*records, {**forged, "hash": guess}])
+        assert [(f.kind, f.seq) for f in walk.findings] == [("altered", 4)]
+
+
+def test_a_record_stripped_of_its_mac_or_whose_key_is_unreadable_is_altered():
+    records = _write(2)
+    unsealed = {**records[1], "alg": None}
+    assert [(f.kind, f.seq) for f in _walk([records[0], unsealed]).findings] == [("altered", 2)]
+    walk = _walk(records, keys=lambda chain: None)  # the first record is gone or its key is not this chain's
+    assert [(f.kind, f.seq) for f in walk.findings] == [("altered", 1), ("altered", 2)]
+    assert all("key cannot be read" in f.detail for f in walk.findings)
+
+
+def test_each_chain_has_its_own_key():
+    made: list[tuple[str, str]] = []
+
+    def recording(tenant: str, chain: str) -> tuple[bytes, bytes]:
+        made.append((tenant, chain))
+        return new_key(tenant, chain)
+
+    items = audit.audit_items(_ctx(), AuditEntry("Patient", Action.READ, "p-1", ("p-1",), 200))
+    audit_chain.seal_items(items, new_key=recording).confirm()
+    again = audit.audit_items(_ctx(), AuditEntry("Patient", Action.READ, "p-1", ("p-1",), 200))
+    audit_chain.seal_items(again, new_key=recording).confirm()
+    assert made == [(TENANT, aws.from_item(items[0])["chain"])]  # one key per chain, not per record
+    assert audit_chain.key_context(TENANT, "c-1") == {"tenant": TENANT, "purpose": "audit-chain", "chain": "c-1"}
