@@ -203,7 +203,7 @@ RULES: tuple[RuleDef, ...] = (
 SCHEDULES: tuple[ScheduleDef, ...] = (
     ScheduleDef(id="critical_escalation", function="results", minutes=1,
                 purpose="escalate critical results not acknowledged within the tenant's deadline"),
-    ScheduleDef(id="audit_digest", function="admin", minutes=60,
+    ScheduleDef(id="audit_digest", function="audit_digest", minutes=60,
                 purpose="sign a digest of each tenant's audit hash chains into the Object Lock bucket"),
     ScheduleDef(id="outbox_relay", function="orders", minutes=1,
                 purpose="publish the domain events whose PutEvents failed after their commit (transactional outbox)"),
@@ -241,8 +241,8 @@ FUNCTIONS: tuple[FunctionDef, ...] = (
         writes=("admin", "audit", "idempotency"),
         # A patient account must link a patient of the tenant (the patient's current item, nothing decrypted).
         reads=("patients",),
-        # The hourly audit digest job writes signed digests; $verify reads them (decision 0022).
-        buckets_write=("audit_digests",),
+        # $verify reads the signed digests (decision 0022); the audit_digest function writes them.
+        buckets_read=("audit_digests",),
         cognito_admin=True,
         signing_keys="create",
     ),
@@ -327,6 +327,18 @@ FUNCTIONS: tuple[FunctionDef, ...] = (
         bundles=("orders", "patients"),
         # A server-side copy of a multi-gigabyte instance takes tens of seconds in S3.
         timeout_s=120,
+    ),
+    FunctionDef(
+        id="audit_digest",
+        description="Hourly signed digests of each tenant's audit hash chains into the Object Lock bucket",
+        # The pointer to each tenant's last digest is an item of the audit table; the tenant registry is in admin.
+        writes=("audit",),
+        reads=("admin",),
+        buckets_write=("audit_digests",),
+        # Runs functions/admin/audit_integrity.py, the same code $verify checks against.
+        bundles=("admin",),
+        memory_mb=512,
+        timeout_s=300,
     ),
 )
 
@@ -416,6 +428,8 @@ ALL_FUNCTIONS: tuple[FunctionDef, ...] = (*FUNCTIONS, *IDENTITY_FUNCTIONS)
 # The function that audits failed sign-ins from Cognito's sign-in event log (a log subscription): it
 # reads the user's account to find the tenant, which the sign-in trigger, made before the pool, cannot.
 SIGN_IN_FAILURES_FUNCTION = "admin"
+# The function that verifies the audit trail ($verify): it reads the digests and the digest key's public half.
+AUDIT_VERIFY_FUNCTION = "admin"
 
 
 def function(function_id: str) -> FunctionDef:

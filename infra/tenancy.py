@@ -74,7 +74,8 @@ GLOBAL_ACCESS: tuple[GlobalAccess, ...] = (
         reason="the critical-result escalation schedule lists the registered tenants before it works on each",
     ),
     GlobalAccess(
-        function="admin", kind="table", resource="admin", actions=("dynamodb:Query",), keys=("TENANT#REGISTRY",),
+        function="audit_digest", kind="table", resource="admin", actions=("dynamodb:Query",),
+        keys=("TENANT#REGISTRY",),
         reason="the audit digest schedule lists the registered tenants before it digests each one's chain",
     ),
     GlobalAccess(

@@ -189,6 +189,8 @@ def document() -> dict[str, Any]:
     capabilities = _capabilities()
     paths: dict[str, dict[str, Any]] = {}
     for definition in definitions.FUNCTIONS:
+        if not (definition.routes or definition.public_routes):
+            continue  # a scheduled job, no API
         handler = importlib.import_module(f"functions.{definition.id}.handler")
         app = handler.app
         for route in (*app._static_routes, *app._dynamic_routes):

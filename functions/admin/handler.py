@@ -470,12 +470,6 @@ def update_critical_policy() -> Response[str]:
 
 @logger.inject_lambda_context(clear_state=True)
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    if event.get("source") == "aws.events" and event.get("detail-type") == "Scheduled Event":
-        from . import audit_integrity  # the hourly audit digests (decision 0022)
-
-        written = audit_integrity.digest_all(log=lambda message, extra: logger.error(message, extra=extra))
-        logger.info("audit digests written", extra={"digests": len(written)})
-        return {"digests": len(written)}
     if sign_in_failures.is_log_subscription(event):  # Cognito's sign-in event log (decision 0029)
         return sign_in_failures.handle(event, account_of=_directory().get)
     return app.resolve(event, context)

@@ -330,12 +330,13 @@ class ExpedienteFunction(Construct):
 
     def _dlq_reason(self) -> str:
         """Why this function needs no dead-letter queue of its own, for each way it is invoked."""
+        reasons = []
         if self.definition.routes or self.definition.public_routes:
-            reasons = ["API Gateway invokes it synchronously: a failure is returned to the caller as an "
-                       "OperationOutcome, so there is no asynchronous event to park"]
-        else:
-            reasons = ["Cognito invokes it synchronously as a user pool trigger: a failure refuses the sign-in, "
-                       "so there is no asynchronous event to park"]
+            reasons.append("API Gateway invokes it synchronously: a failure is returned to the caller as an "
+                           "OperationOutcome, so there is no asynchronous event to park")
+        if self.definition in definitions.IDENTITY_FUNCTIONS:
+            reasons.append("Cognito invokes it synchronously as a user pool trigger: a failure refuses the "
+                           "sign-in, so there is no asynchronous event to park")
         if self.definition.id == definitions.SIGN_IN_FAILURES_FUNCTION:
             reasons.append(
                 "the subscription of Cognito's sign-in event log invokes it asynchronously: a delivery that still "

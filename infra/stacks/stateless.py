@@ -85,11 +85,15 @@ class StatelessStack(cdk.Stack):
 
     def _audit_digests(self, shared: SharedResources) -> None:
         """The function running the ``audit_digest`` schedule signs with the digest key and reads its public
-        key (decision 0022); nothing else may sign with it. The bucket grants come from ``buckets_write``."""
+        key (decision 0022); nothing else may sign with it. ``$verify`` only reads the public key. The bucket
+        grants come from ``buckets_write`` / ``buckets_read``."""
         schedule = next(s for s in definitions.SCHEDULES if s.id == "audit_digest")
-        fn = self.functions[schedule.function]
-        fn.function.add_environment("KEY_AUDIT_DIGEST_ARN", shared.audit_digest_key.key_arn)
-        shared.audit_digest_key.grant(fn.role, "kms:Sign", "kms:GetPublicKey")
+        signer = self.functions[schedule.function]
+        verifier = self.functions[definitions.AUDIT_VERIFY_FUNCTION]
+        for fn in (signer, verifier):
+            fn.function.add_environment("KEY_AUDIT_DIGEST_ARN", shared.audit_digest_key.key_arn)
+        shared.audit_digest_key.grant(signer.role, "kms:Sign", "kms:GetPublicKey")
+        shared.audit_digest_key.grant(verifier.role, "kms:GetPublicKey")
 
     def _sign_in_failures(self, shared: SharedResources) -> logs.SubscriptionFilter:
         """Cognito's sign-in event log, delivered to the admin function, which audits the failed sign-ins

@@ -433,7 +433,8 @@ def test_signing_key_grants_are_limited_to_practitioner_keys(synth: Synth, funct
 
 @pytest.mark.parametrize("function_id", FUNCTION_IDS)
 def test_only_the_audit_digest_job_signs_with_the_digest_key(synth: Synth, function_id: str) -> None:
-    """Decision 0022: kms:Sign and kms:GetPublicKey on the digest key, for the function the schedule runs only."""
+    """Decisions 0022, 0029: kms:Sign on the digest key for the function the schedule runs only; the function that
+    serves $verify reads the public key; no other function touches the key."""
     resources = synth.stateless_template.to_json()["Resources"]
     _, fn = _function(synth, function_id)
     statements = _policy_statements(resources, fn["Properties"]["Role"]["Fn::GetAtt"][0])
@@ -441,9 +442,11 @@ def test_only_the_audit_digest_job_signs_with_the_digest_key(synth: Synth, funct
     on_key = sorted(a for s in statements if s["Effect"] == "Allow" and digest_key in json.dumps(s["Resource"])
                     for a in _as_list(s["Action"]))
     runs_job = any(s.id == "audit_digest" and s.function == function_id for s in definitions.SCHEDULES)
-    assert on_key == (["kms:GetPublicKey", "kms:Sign"] if runs_job else [])
+    verifies = function_id == definitions.AUDIT_VERIFY_FUNCTION
+    assert not (runs_job and verifies)  # the API function never signs digests
+    assert on_key == (["kms:GetPublicKey", "kms:Sign"] if runs_job else ["kms:GetPublicKey"] if verifies else [])
     env = fn["Properties"]["Environment"]["Variables"]
-    assert ("KEY_AUDIT_DIGEST_ARN" in env) == runs_job
+    assert ("KEY_AUDIT_DIGEST_ARN" in env) == (runs_job or verifies)
 
 
 def test_binary_responses_are_declared(synth: Synth) -> None:

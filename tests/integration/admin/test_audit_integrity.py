@@ -212,7 +212,7 @@ def test_digests_chain_to_each_other_and_a_second_run_only_adds_new_records(trai
 
 
 def test_the_hourly_schedule_digests_every_tenant(admin_world, chain_a, chain_b):
-    from functions.admin.handler import lambda_handler
+    from functions.audit_digest.handler import lambda_handler
     from tests.conftest import LambdaContext
 
     past = datetime.now(UTC) - timedelta(hours=3)
@@ -228,6 +228,8 @@ def test_the_hourly_schedule_digests_every_tenant(admin_world, chain_a, chain_b)
     keys = [o["Key"] for o in boto3.client("s3", region_name=support.REGION).list_objects_v2(
         Bucket=support.bucket_name("audit_digests"))["Contents"]]
     assert sorted(k.split("/")[0] for k in keys) == sorted([chain_a.id, chain_b.id])
+    with pytest.raises(ValueError, match="schedule only"):
+        lambda_handler({"httpMethod": "GET", "path": "/"}, LambdaContext())
 
 
 def test_a_failed_transaction_leaves_no_fork_and_opens_a_new_chain(trail, admin_world):

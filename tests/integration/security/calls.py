@@ -280,8 +280,14 @@ def _like(value: str | None, patterns: tuple[str, ...]) -> bool:
 def allowed(function_id: str, principal: str, touch: Touch) -> bool:
     """Whether ``principal`` (EXECUTION or a tenant) of ``function_id`` may make ``touch``."""
     if touch.kind == "key":
-        if touch.resource == "signing":
-            return principal == EXECUTION and bool(definitions.function(function_id).signing_keys)
+        if touch.resource == "signing":  # practitioners' keys and the audit digest key (execution role only)
+            if principal != EXECUTION:
+                return False
+            if definitions.function(function_id).signing_keys:
+                return True
+            if any(s.id == "audit_digest" and s.function == function_id for s in definitions.SCHEDULES):
+                return touch.action in ("kms:Sign", "kms:GetPublicKey")
+            return function_id == definitions.AUDIT_VERIFY_FUNCTION and touch.action == "kms:GetPublicKey"
         return (principal != EXECUTION and touch.resource == "app"
                 and touch.action in tenancy.APP_KEY_ACTIONS and touch.key == principal)
     if principal == EXECUTION:
