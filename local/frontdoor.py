@@ -33,10 +33,12 @@ import json
 import logging
 import os
 import sys
+import threading
 import time
 import traceback
 import uuid
 from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, cast
 
@@ -116,6 +118,11 @@ class FunctionError(Exception):
 class FunctionRunner:
     """Imports and invokes the functions of ``infra.definitions`` in this process.
 
+    Each function runs on a thread of its own, kept for the runner's life, whoever invokes it (an API
+    request's thread, the queue dispatcher, the scheduler, the sign-in hooks): like one warm Lambda
+    container, so what a function keeps per thread lasts across invocations as it does on AWS (the
+    audit trail's hash chains: one chain, and one chain key, per container and tenant).
+
     ``handlers`` replaces the import of ``functions.<id>.handler`` for the given ids (tests use it
     to put a recording handler behind the front door).
     """
@@ -124,13 +131,35 @@ class FunctionRunner:
         self._local_aws = local_aws
         self._definitions = {fn.id: fn for fn in ALL_FUNCTIONS}
         self._handlers: dict[str, Handler] = dict(handlers or {})
+        self._containers: dict[str, ThreadPoolExecutor] = {}
+        self._containers_lock = threading.Lock()
         ensure_code_paths()
 
     def invoke(self, function_id: str, event: dict[str, Any]) -> Any:
         """The handler's return value; raises FunctionError like a failed Lambda invocation.
 
-        One invocation at a time per process: the environment overlay holds a process-wide lock.
+        Runs on the function's own thread. One invocation at a time per process: the environment overlay
+        holds a process-wide lock.
         """
+        if function_id not in self._definitions:
+            raise KeyError(function_id)
+        with self._containers_lock:
+            container = self._containers.get(function_id)
+            if container is None:
+                container = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"lambda-{function_id}")
+                self._containers[function_id] = container
+        if threading.current_thread().name.startswith(f"lambda-{function_id}_"):
+            return self._run(function_id, event)  # invoked from its own thread: no deadlock on itself
+        return container.submit(self._run, function_id, event).result()
+
+    def close(self) -> None:
+        """Stop the functions' threads once their current invocation ends."""
+        with self._containers_lock:
+            containers, self._containers = list(self._containers.values()), {}
+        for container in containers:
+            container.shutdown(wait=True)
+
+    def _run(self, function_id: str, event: dict[str, Any]) -> Any:
         definition = self._definitions[function_id]
         with temporary_environ(self._local_aws.function_env(function_id)):
             handler = self._load(function_id)

@@ -68,6 +68,7 @@ class LocalStack:
         self.scheduler: Scheduler | None = None
         self.aws: LocalAws | None = None
         self._undo_sign_in: Callable[[], None] | None = None
+        self._runner: FunctionRunner | None = None
         self.api_url = ""
         self.tenants: list[SeededTenant] = []
         self.startup_seconds = 0.0
@@ -85,7 +86,7 @@ class LocalStack:
             endpoint = self._embedded.start()
             self.aws = provision(endpoint, self._region)
             # One runner for every caller: one handler cache, one environment lock.
-            runner = FunctionRunner(self.aws, handlers=self._handlers)
+            runner = self._runner = FunctionRunner(self.aws, handlers=self._handlers)
             # The user pool's sign-in triggers and its failed sign-ins (decision 0029), which moto lacks.
             self._undo_sign_in = sign_in.install(runner, self.aws)
             self._front_door = FrontDoor(self.aws, runner=runner)
@@ -129,6 +130,9 @@ class LocalStack:
         if self._front_door is not None:
             self._front_door.stop()
             self._front_door = None
+        if self._runner is not None:
+            self._runner.close()
+            self._runner = None
         self._embedded.stop()
         if self._undo_sign_in is not None:
             self._undo_sign_in()

@@ -50,6 +50,11 @@ CHAIN_ATTRIBUTES: Final = ("chain", "seq", "prev", "alg", "hash", "chain_key")
 # The KMS encryption context purpose of chain keys.
 KEY_PURPOSE: Final = "audit-chain"
 
+AUDIT_SUFFIX: Final = "#AUDIT"
+COPY_SUFFIX: Final = "#AUDIT#PATIENT-INDEX"
+CHAIN_INDEX: Final = "by_chain"
+SEQ_DIGITS: Final = 12
+
 # (tenant, chain id) -> (the chain's key, its KMS-wrapped copy to store in the first record).
 KeyMaker = Callable[[str, str], tuple[bytes, bytes]]
 # chain id -> the chain's key, or None when it cannot be read (its first record missing or altered).
@@ -80,10 +85,6 @@ def wrapped_key(first: Mapping[str, Any]) -> bytes | None:
         return base64.b64decode(value, validate=True)
     except ValueError:
         return None
-AUDIT_SUFFIX: Final = "#AUDIT"
-COPY_SUFFIX: Final = "#AUDIT#PATIENT-INDEX"
-CHAIN_INDEX: Final = "by_chain"
-SEQ_DIGITS: Final = 12
 
 
 def chain_partition(tenant: str, chain: str) -> str:
