@@ -60,6 +60,18 @@ SIGNING_KEY_MANAGE_ACTIONS = ("kms:GetPublicKey", "kms:ScheduleKeyDeletion")
 SIGNING_KEY_SIGN_ACTIONS = ("kms:Sign",)
 
 
+def dependency_layer(scope: Construct, construct_id: str, *, layer_dir: Path,
+                     used_by: str = "") -> lambda_.LayerVersion:
+    """The dependency layer (``infra.build``'s ``build/layer``: runtime dependencies and ``expediente``)."""
+    return lambda_.LayerVersion(
+        scope, construct_id,
+        code=lambda_.Code.from_asset(str(layer_dir)),
+        compatible_runtimes=[RUNTIME],
+        compatible_architectures=[lambda_.Architecture.ARM_64],
+        description="Expediente runtime dependencies and the shared expediente package" + used_by,
+    )
+
+
 def handler_for(function_id: str) -> str:
     """The handler string for a function asset built by ``infra.build``."""
     return f"functions.{function_id}.handler.lambda_handler"

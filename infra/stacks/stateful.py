@@ -29,7 +29,6 @@ from aws_cdk import aws_events as events
 from aws_cdk import aws_events_targets as targets
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
-from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
 from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_sns as sns
@@ -38,7 +37,7 @@ from constructs import Construct
 
 from infra import definitions, delivery
 from infra.build import BuildPaths, build_all
-from infra.constructs.function import RUNTIME, ExpedienteFunction
+from infra.constructs.function import ExpedienteFunction, dependency_layer
 from infra.nag import INLINE_POLICY_REASON, acknowledge
 from infra.naming import bucket_name, pascal, sign_in_log_group_name, table_name
 from infra.shared import SharedResources
@@ -371,13 +370,7 @@ class StatefulStack(cdk.Stack):
         """The pool's PreAuthentication and PostAuthentication trigger (``functions/sign_in``), with its own
         copy of the dependency layer (same asset as the stateless stack's)."""
         definition = definitions.SIGN_IN
-        layer = lambda_.LayerVersion(
-            self, "SignInDependenciesLayer",
-            code=lambda_.Code.from_asset(str(build.layer)),
-            compatible_runtimes=[RUNTIME],
-            compatible_architectures=[lambda_.Architecture.ARM_64],
-            description="Expediente runtime dependencies and the shared expediente package (sign-in trigger)",
-        )
+        layer = dependency_layer(self, "SignInDependenciesLayer", layer_dir=build.layer, used_by=" (sign-in trigger)")
         return ExpedienteFunction(self, f"{pascal(definition.id)}Function", definition=definition,
                                   code=build.functions[definition.id], layer=layer, shared=shared)
 

@@ -22,14 +22,13 @@ import aws_cdk as cdk
 from aws_cdk import aws_apigateway as apigw
 from aws_cdk import aws_events as events
 from aws_cdk import aws_events_targets as targets
-from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
 from aws_cdk import aws_logs_destinations as logs_destinations
 from constructs import Construct
 
 from infra import definitions
 from infra.build import BuildPaths
-from infra.constructs.function import RUNTIME, ExpedienteFunction
+from infra.constructs.function import ExpedienteFunction, dependency_layer
 from infra.constructs.monitoring import Monitoring
 from infra.constructs.waf import ApiFirewall
 from infra.nag import acknowledge
@@ -54,13 +53,7 @@ class StatelessStack(cdk.Stack):
         """``build`` comes from :func:`infra.build.build_all`; ``shared`` from the stateful stack."""
         super().__init__(scope, construct_id, **kwargs)  # type: ignore[arg-type]
 
-        layer = lambda_.LayerVersion(
-            self, "DependenciesLayer",
-            code=lambda_.Code.from_asset(str(build.layer)),
-            compatible_runtimes=[RUNTIME],
-            compatible_architectures=[lambda_.Architecture.ARM_64],
-            description="Expediente runtime dependencies and the shared expediente package",
-        )
+        layer = dependency_layer(self, "DependenciesLayer", layer_dir=build.layer)
         self.functions = {
             fn.id: ExpedienteFunction(
                 self, f"{pascal(fn.id)}Function", definition=fn, code=Path(build.functions[fn.id]),
