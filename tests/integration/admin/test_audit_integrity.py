@@ -159,6 +159,24 @@ def test_a_record_appended_to_a_chain_before_any_digest_is_reported_altered(trai
     assert findings[0]["detail"] == "its content does not match its hash"
 
 
+def test_a_period_that_starts_after_a_chains_first_record_reads_its_key_from_that_record(trail):
+    """The key of a chain whose first record lies before the period is unwrapped from that record (by_chain index)."""
+    tenant, auditor = trail
+    chained = sorted((r for r in _records(tenant.id) if r.get("seq")), key=lambda r: r["sk"])
+    later = next(r for r in chained if int(r["seq"]) >= 3)
+    params, findings = _verify(auditor, start=later["recorded"])
+    assert findings == [] and params["digestsVerified"] == 0
+    assert 0 < params["recordsVerified"] < len(_records(tenant.id))
+    first = next(r for r in chained if r["chain"] == later["chain"] and int(r["seq"]) == 1)
+    _ddb().update_item(TableName=support.table_name("audit"),
+                       Key={"pk": {"S": first["pk"]}, "sk": {"S": first["sk"]}},
+                       UpdateExpression="REMOVE chain_key")  # the chain's key is gone: nothing of it verifies
+    params, findings = _verify(auditor, start=later["recorded"])
+    mine = [f for f in findings if f.get("chain") == later["chain"]]
+    assert mine and {f["kind"] for f in mine} == {"altered"} and params["altered"] == len(findings)
+    assert any("key cannot be read" in f["detail"] for f in mine)
+
+
 def test_a_forged_chain_inside_a_digested_period_is_reported_inserted(trail):
     tenant, auditor = trail
     _digest_now(tenant.id)
