@@ -616,7 +616,9 @@ def fresh_values(values: dict[str, str]) -> dict[str, str]:
         if name == "version":
             out[name] = value
         elif name.endswith("_uid"):
-            out[name] = "1.2.826.0.1.3680043.8.498." + "".join(random_secrets.choice("0123456789") for _ in range(30))
+            # A valid UID: no component may start with 0 (DICOM PS3.5 9.1), or the control would be a 400.
+            out[name] = ("1.2.826.0.1.3680043.8.498." + random_secrets.choice("123456789")
+                         + "".join(random_secrets.choice("0123456789") for _ in range(29)))
         elif name == "username":
             out[name] = f"physician{random_secrets.randbelow(10**6)}.t-{random_id(10)}"
         elif name == "token":
