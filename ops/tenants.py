@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import secrets
 import string
-import uuid
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -22,7 +21,7 @@ import boto3
 from botocore.exceptions import BotoCoreError, ClientError
 
 from expediente import audit_chain, aws, tenants
-from expediente.context import RequestContext, TenantId
+from expediente.context import RequestContext, identity_context
 from expediente.crypto import Envelope
 from expediente.store import TransactionConflict
 from functions.admin import logic, rules
@@ -170,11 +169,7 @@ def _transact_with(dynamodb: Any, new_key: audit_chain.KeyMaker) -> Transact:
 
 def operator_context(tenant: str, principal: str) -> RequestContext:
     """The audit identity of an operator acting on ``tenant``: their AWS principal, no role in the tenant."""
-    return RequestContext(
-        tenant=TenantId(tenant), user_id=principal, username=principal, roles=frozenset(), clinic_ids=(),
-        clinic=None, practitioner_id=None, patient_id=None, request_id=str(uuid.uuid4()), source_ip="",
-        user_agent="expediente-ops create-tenant",
-    )
+    return identity_context(tenant, principal, principal, user_agent="expediente-ops create-tenant")
 
 
 def create_tenant(*, stack: StackInfo, name: str, admin_username: str, admin_email: str,

@@ -28,7 +28,6 @@ from __future__ import annotations
 import base64
 import gzip
 import json
-import uuid
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -36,7 +35,7 @@ from typing import Any
 from expediente import audit, metrics
 from expediente.api import logger
 from expediente.audit import Action, AuditEntry
-from expediente.context import TENANT_ID, RequestContext, TenantId, tenant_scope
+from expediente.context import TENANT_ID, identity_context, tenant_scope
 from expediente.errors import AuditUnavailable
 
 from .directory import Account
@@ -186,11 +185,8 @@ def handle(event: Mapping[str, Any], *, account_of: Callable[[str], Account | No
 
 def _record(sign_in: SignInEvent, account: Account) -> None:
     tenant = str(account.tenant)
-    ctx = RequestContext(
-        tenant=TenantId(tenant), user_id=account.user_id or sign_in.sub or account.username, username=account.username,
-        roles=frozenset(), clinic_ids=(), clinic=None, practitioner_id=None, patient_id=None,
-        request_id=str(uuid.uuid4()), source_ip=sign_in.source_ip, user_agent="cognito",
-    )
+    ctx = identity_context(tenant, account.user_id or sign_in.sub or account.username, account.username,
+                           source_ip=sign_in.source_ip, user_agent="cognito")
     detail = {"source": "cognito-user-auth-events"}
     if sign_in.event_id:
         detail["event"] = sign_in.event_id

@@ -21,7 +21,6 @@ cycle in the template.
 
 from __future__ import annotations
 
-import uuid
 from typing import Any, Final
 
 from aws_lambda_powertools import Logger
@@ -29,7 +28,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from expediente import audit
 from expediente.audit import Action, AuditEntry
-from expediente.context import TENANT_ID, RequestContext, TenantId, tenant_scope
+from expediente.context import TENANT_ID, identity_context, tenant_scope
 
 logger = Logger(service="expediente")
 
@@ -55,11 +54,7 @@ def handle(event: dict[str, Any]) -> dict[str, Any]:
         logger.warning("sign-in without a tenant not audited", extra={"trigger": source})
         return event
     client = str((event.get("callerContext") or {}).get("clientId") or "")
-    ctx = RequestContext(
-        tenant=TenantId(tenant), user_id=str(attributes.get("sub") or username), username=username,
-        roles=frozenset(), clinic_ids=(), clinic=None, practitioner_id=None, patient_id=None,
-        request_id=str(uuid.uuid4()), source_ip="", user_agent="cognito",
-    )
+    ctx = identity_context(tenant, str(attributes.get("sub") or username), username, user_agent="cognito")
     detail = {"trigger": source}
     if client:
         detail["client"] = client

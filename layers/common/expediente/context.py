@@ -159,6 +159,20 @@ def valid_resource_id(value: str) -> bool:
     return bool(_RESOURCE_ID.match(value))
 
 
+def identity_context(tenant: str, user_id: str, username: str, *, user_agent: str, source_ip: str = "",
+                     request_id: str | None = None) -> RequestContext:
+    """The identity of someone acting on ``tenant`` outside an API request: a user signing in, an operator,
+    a service. It holds no role, so the permission table grants it nothing; it names who acted in the audit
+    records it writes."""
+    import uuid
+
+    return RequestContext(
+        tenant=TenantId(tenant), user_id=user_id, username=username, roles=frozenset(), clinic_ids=(), clinic=None,
+        practitioner_id=None, patient_id=None, request_id=request_id or str(uuid.uuid4()), source_ip=source_ip,
+        user_agent=user_agent,
+    )
+
+
 def service_context(tenant: str, service: str, *, request_id: str | None = None) -> RequestContext:
     """The identity of the system acting on ``tenant`` without a user (a schedule, a queue consumer).
 
@@ -167,11 +181,6 @@ def service_context(tenant: str, service: str, *, request_id: str | None = None)
     audit records name the service (``user_id = service:<name>``). Building it binds ``tenant``
     (:func:`bind_tenant`; raises ValueError for a malformed tenant id).
     """
-    import uuid
-
     bind_tenant(tenant)  # the event named its tenant: data calls from here on are signed for it
-    return RequestContext(
-        tenant=TenantId(tenant), user_id=f"service:{service}", username=f"service:{service}", roles=frozenset(),
-        clinic_ids=(), clinic=None, practitioner_id=None, patient_id=None,
-        request_id=request_id or str(uuid.uuid4()), source_ip="", user_agent=f"expediente/{service}",
-    )
+    return identity_context(tenant, f"service:{service}", f"service:{service}", user_agent=f"expediente/{service}",
+                            request_id=request_id)

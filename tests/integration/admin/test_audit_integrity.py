@@ -15,7 +15,7 @@ from botocore.exceptions import ClientError
 
 from expediente import audit, audit_chain, aws
 from expediente.audit import Action, AuditEntry
-from expediente.context import RequestContext, TenantId
+from expediente.context import TenantId, identity_context
 from functions.admin import audit_integrity
 from tests.integration.admin.conftest import AdminWorld, Caller, Tenant
 from tests.support import aws as support
@@ -125,9 +125,7 @@ def test_the_last_digested_record_deleted_is_caught_by_the_digest(trail):
 def test_a_record_inserted_in_the_table_is_reported_inserted(trail):
     tenant, auditor = trail
     _digest_now(tenant.id)
-    ctx = RequestContext(tenant=TenantId(tenant.id), user_id="ghost", username="ghost", roles=frozenset(),
-                         clinic_ids=(), clinic=None, practitioner_id=None, patient_id=None, request_id="r",
-                         source_ip="", user_agent="")
+    ctx = identity_context(tenant.id, "ghost", "ghost", user_agent="", request_id="r")
     forged = audit.audit_items(ctx, AuditEntry("Patient", Action.READ, "p-1", ("p-1",)),
                                now=datetime.now(UTC) - timedelta(seconds=30))[0]
     _ddb().put_item(TableName=support.table_name("audit"), Item=forged)
@@ -180,9 +178,7 @@ def test_a_period_that_starts_after_a_chains_first_record_reads_its_key_from_tha
 def test_a_forged_chain_inside_a_digested_period_is_reported_inserted(trail):
     tenant, auditor = trail
     _digest_now(tenant.id)
-    ctx = RequestContext(tenant=TenantId(tenant.id), user_id="ghost", username="ghost", roles=frozenset(),
-                         clinic_ids=(), clinic=None, practitioner_id=None, patient_id=None, request_id="r",
-                         source_ip="", user_agent="")
+    ctx = identity_context(tenant.id, "ghost", "ghost", user_agent="", request_id="r")
     inside = datetime.fromisoformat(max(r["recorded"] for r in _records(tenant.id)).replace("Z", "+00:00"))
     before = datetime.fromisoformat(min(r["recorded"] for r in _records(tenant.id)).replace("Z", "+00:00"))
     for moment in (inside - timedelta(milliseconds=1), before - timedelta(seconds=30)):
@@ -235,9 +231,7 @@ def test_the_hourly_schedule_digests_every_tenant(admin_world, chain_a, chain_b)
 
     past = datetime.now(UTC) - timedelta(hours=3)
     for tenant in (chain_a, chain_b):
-        ctx = RequestContext(tenant=TenantId(tenant.id), user_id="u", username="u", roles=frozenset(), clinic_ids=(),
-                             clinic=None, practitioner_id=None, patient_id=None, request_id="r", source_ip="",
-                             user_agent="")
+        ctx = identity_context(tenant.id, "u", "u", user_agent="", request_id="r")
         items = audit.audit_items(ctx, AuditEntry("Patient", Action.READ, "p-1", ("p-1",)), now=past)
         audit_chain.seal_items(items, new_key=audit.new_chain_key).confirm()
         _ddb().put_item(TableName=support.table_name("audit"), Item=items[0])
@@ -272,9 +266,7 @@ def test_two_threads_writing_at_once_leave_valid_chains(trail):
     tenant, auditor = trail
 
     def reads(n: int) -> None:
-        ctx = RequestContext(tenant=TenantId(tenant.id), user_id=f"u{n}", username=f"u{n}", roles=frozenset(),
-                             clinic_ids=(), clinic=None, practitioner_id=None, patient_id=None, request_id="r",
-                             source_ip="", user_agent="")
+        ctx = identity_context(tenant.id, f"u{n}", f"u{n}", user_agent="", request_id="r")
         for _ in range(15):
             audit.record(ctx, AuditEntry("Patient", Action.SEARCH, None, ("p-1", "p-2"), 200))
 
